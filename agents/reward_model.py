@@ -1,0 +1,531 @@
+"""The reward predictor of Christiano et al. 2017: a batched ensemble fit by Bradley-Terry.
+
+The ensemble's ``K`` members are trained together: one forward and one backward pass
+per minibatch covers every member, each member on its own bootstrap resample of the
+labels (``(K, B)`` index arrays gather each member's pairs). Defaults follow the paper
+(arXiv 1706.03741, section 2.2.3 and appendix A):
+
+* 3 members, two hidden layers of 64 with leaky ReLU, input ``(observation, action)``;
+* ``P(a > b) = 0.9 * sigmoid(R_a - R_b) + 0.05``: Bradley-Terry on clip returns mixed with
+  a 10% chance that the answer was uniformly random;
+* each label is held out of each member's training set with probability ``1/e`` (that
+  member's validation set); the member trains on a bootstrap resample of the rest;
+* the L2 strength of each member adapts so its validation loss stays 1.1-1.5x its
+  training loss;
+* the reward handed to the agent is the mean over members of each member's output
+  normalised to zero mean and unit standard deviation (times ``output_std``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from prefbench.agents.encoders import ENCODERS, EnsembleLinear
+from prefbench.envs.data import ClipPairs, PreferenceDataset
+from prefbench.envs.seeding import make_torch_generator
+
+FORMAT = "prefbench.reward_model"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or of another kind or shape."""
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given.
+
+    Raises:
+        ValueError: For an unknown device string or an unavailable CUDA device.
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"invalid device {device!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available")
+    return dev
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    """Reward-model hyperparameters (defaults: Christiano et al. 2017, MuJoCo).
+
+    Attributes:
+        ensemble_size: ``K`` members.
+        hidden_sizes: Widths of the hidden layers of each member's MLP.
+        encoder: Id in :data:`prefbench.agents.encoders.ENCODERS`.
+        use_actions: Feed the action next to the observation (MuJoCo: yes).
+        lr: Adam learning rate.
+        batch_size: Pairs per member per minibatch.
+        epochs_per_fit: Passes over the (resampled) labels per fit.
+        random_answer_prob: Probability that a label was a uniformly random answer.
+        holdout_prob: Probability a label is held out of a member's training set.
+        l2_init: Initial L2 strength.
+        l2_ratio_range: Target range of validation/training loss.
+        l2_step: Multiplicative L2 change per fit when outside the range.
+        output_std: Standard deviation of the reward handed to the agent.
+        leaky_relu_slope: Negative slope of the activations.
+    """
+
+    ensemble_size: int = 3
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    encoder: str = "flatten"
+    use_actions: bool = True
+    lr: float = 1e-3
+    batch_size: int = 64
+    epochs_per_fit: int = 3
+    random_answer_prob: float = 0.1
+    holdout_prob: float = 1 / math.e
+    l2_init: float = 1e-4
+    l2_ratio_range: tuple[float, float] = (1.1, 1.5)
+    l2_step: float = 1.5
+    output_std: float = 1.0
+    leaky_relu_slope: float = 0.01
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.ensemble_size < 1:
+            problems.append(f"ensemble_size must be >= 1, got {self.ensemble_size}")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            problems.append(f"hidden_sizes must be positive, got {self.hidden_sizes}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.batch_size < 1 or self.epochs_per_fit < 0:
+            problems.append("batch_size must be >= 1 and epochs_per_fit >= 0")
+        if not 0 <= self.random_answer_prob < 1:
+            problems.append(f"random_answer_prob must be in [0, 1), got {self.random_answer_prob}")
+        if not 0 < self.holdout_prob < 1:
+            problems.append(f"holdout_prob must be in (0, 1), got {self.holdout_prob}")
+        lo, hi = self.l2_ratio_range
+        if not (self.l2_init >= 0 and 0 < lo < hi and self.l2_step > 1):
+            problems.append("need l2_init >= 0, 0 < l2_ratio_range[0] < [1], l2_step > 1")
+        if not self.output_std > 0:
+            problems.append(f"output_std must be > 0, got {self.output_std}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+class RewardEnsemble(nn.Module):
+    """``K`` reward networks evaluated together.
+
+    Args:
+        obs_shape: Shape of one observation.
+        act_dim: Length of the (flattened or one-hot) action vector; 0 to ignore actions.
+        config: Hyperparameters.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], act_dim: int, config: RewardModelConfig) -> None:
+        super().__init__()
+        k = config.ensemble_size
+        self.config = config
+        self.obs_shape = tuple(obs_shape)
+        self.act_dim = act_dim if config.use_actions else 0
+        self.encoder = ENCODERS.get(config.encoder)(k, self.obs_shape)
+        width = self.encoder.out_dim + self.act_dim
+        layers = []
+        for h in config.hidden_sizes:
+            layers.append(EnsembleLinear(k, width, h))
+            width = h
+        self.trunk = nn.ModuleList(layers)
+        self.head = EnsembleLinear(k, width, 1)
+        # Per-member affine normalisation of the raw output, set by `set_normalization`.
+        self.register_buffer("out_mean", torch.zeros(k))
+        self.register_buffer("out_std", torch.ones(k))
+
+    @property
+    def n_members(self) -> int:
+        """``K``."""
+        return self.config.ensemble_size
+
+    def features(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+        """Last hidden layer: ``(K, M, *O)``, ``(K, M, A)`` -> ``(K, M, hidden)``."""
+        x = self.encoder(obs)
+        if self.act_dim:
+            x = torch.cat([x, acts.reshape(*acts.shape[:2], self.act_dim).float()], dim=-1)
+        slope = self.config.leaky_relu_slope
+        for layer in self.trunk:
+            x = F.leaky_relu(layer(x), slope)
+        return x
+
+    def step_rewards(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+        """Raw per-step rewards: ``(K, M, *O)``, ``(K, M, A)`` -> ``(K, M)``."""
+        return self.head(self.features(obs, acts)).squeeze(-1)
+
+    def clip_returns(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+        """Raw clip returns: ``(K, P, H, *O)``, ``(K, P, H, A)`` -> ``(K, P)``.
+
+        The head is affine, so summing the last hidden layer over the clip before the head
+        gives the summed per-step rewards at a fraction of the cost.
+        """
+        k, p, h = obs.shape[:3]
+        flat_obs = obs.reshape(k, p * h, *obs.shape[3:])
+        flat_acts = acts.reshape(k, p * h, -1) if self.act_dim else None
+        feats = self.features(flat_obs, flat_acts)
+        summed = feats.reshape(k, p, h, -1).sum(dim=2)
+        return torch.baddbmm(self.head.bias * h, summed, self.head.weight).squeeze(-1)
+
+    @torch.no_grad()
+    def set_normalization(self, obs: torch.Tensor, acts: torch.Tensor | None) -> None:
+        """Fit each member's output normalisation on ``(M, *O)`` states (and actions)."""
+        k = self.n_members
+        r = self.step_rewards(
+            obs.unsqueeze(0).expand(k, *obs.shape),
+            acts.unsqueeze(0).expand(k, *acts.shape) if self.act_dim else None,
+        )
+        self.out_mean.copy_(r.mean(dim=1))
+        self.out_std.copy_(r.std(dim=1).clamp_min(1e-6) if r.shape[1] > 1 else torch.ones(k))
+
+    @torch.no_grad()
+    def normalized_reward(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+        """The agent's reward for ``(M, *O)`` states: mean over members of normalised outputs."""
+        k = self.n_members
+        r = self.step_rewards(
+            obs.unsqueeze(0).expand(k, *obs.shape),
+            acts.unsqueeze(0).expand(k, *acts.shape) if self.act_dim else None,
+        )
+        r = (r - self.out_mean[:, None]) / self.out_std[:, None]
+        return r.mean(dim=0) * self.config.output_std
+
+
+def bradley_terry_loss(
+    returns: torch.Tensor, prefs: torch.Tensor, random_answer_prob: float
+) -> torch.Tensor:
+    """Per-pair negative log-likelihood of the preference model.
+
+    Args:
+        returns: ``(..., 2)`` predicted clip returns (first, second).
+        prefs: ``(...)`` probability that the first clip was preferred.
+        random_answer_prob: Mixture weight of a uniformly random answer.
+
+    Returns:
+        ``(...)`` loss per pair.
+    """
+    logit = returns[..., 0] - returns[..., 1]
+    eps = random_answer_prob
+    if eps > 0:
+        log_half_eps = math.log(eps / 2)
+        log_p1 = torch.logaddexp(math.log1p(-eps) + F.logsigmoid(logit), torch.full_like(logit, log_half_eps))
+        log_p2 = torch.logaddexp(math.log1p(-eps) + F.logsigmoid(-logit), torch.full_like(logit, log_half_eps))
+    else:
+        log_p1, log_p2 = F.logsigmoid(logit), F.logsigmoid(-logit)
+    return -(prefs * log_p1 + (1 - prefs) * log_p2)
+
+
+@dataclass(frozen=True)
+class FitStats:
+    """What one fit did, per member where it says so.
+
+    Attributes:
+        train_loss: ``(K,)`` Bradley-Terry loss on each member's own training labels.
+        val_loss: ``(K,)`` loss on each member's held-out labels (NaN if none).
+        val_accuracy: Ensemble accuracy on labels held out of at least one member.
+        l2: ``(K,)`` L2 strength after adaptation.
+        steps: Gradient steps taken.
+        n_labels: Labels available.
+    """
+
+    train_loss: np.ndarray
+    val_loss: np.ndarray
+    val_accuracy: float
+    l2: np.ndarray
+    steps: int
+    n_labels: int
+
+    def summary(self) -> dict[str, float]:
+        """Scalar metrics for logging."""
+        return {
+            "rm_train_loss": float(np.mean(self.train_loss)),
+            "rm_val_loss": float(np.nanmean(self.val_loss)) if np.isfinite(self.val_loss).any() else math.nan,
+            "rm_val_accuracy": self.val_accuracy,
+            "rm_l2": float(np.mean(self.l2)),
+        }
+
+
+@dataclass
+class _DeviceData:
+    """Labelled pairs on the device: obs ``(N, 2, H, *O)``, acts ``(N, 2, H, A)``, prefs ``(N,)``."""
+
+    obs: torch.Tensor
+    acts: torch.Tensor
+    prefs: torch.Tensor
+
+
+class RewardModel:
+    """A reward ensemble with its trainer, normalisation and checkpoints.
+
+    Args:
+        obs_shape: Shape of one observation.
+        act_dim: Action vector length (continuous actions are flattened).
+        config: Hyperparameters.
+        seed: Seeds parameter initialisation, holdout flags and bootstrap draws.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+    """
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        act_dim: int,
+        config: RewardModelConfig | None = None,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+    ) -> None:
+        self.config = config or RewardModelConfig()
+        self.device = resolve_device(device)
+        self.seed = seed
+        torch_gen = make_torch_generator(seed, "reward_model_init")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=torch_gen)))
+            self.net = RewardEnsemble(tuple(obs_shape), act_dim, self.config)
+        self.net.to(self.device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
+        k = self.config.ensemble_size
+        self.l2 = np.full(k, self.config.l2_init, dtype=np.float64)
+        self._rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+        # (N, K) True where label n is held out of member k; grows as labels arrive.
+        self.holdout = np.zeros((0, k), dtype=bool)
+
+    # ----------------------------------------------------------------- training
+    def _holdout_for(self, n: int) -> np.ndarray:
+        """Extend the per-label holdout flags to ``n`` labels; earlier flags never change."""
+        new = n - len(self.holdout)
+        if new > 0:
+            flags = self._rng.random((new, self.config.ensemble_size)) < self.config.holdout_prob
+            self.holdout = np.concatenate([self.holdout, flags])
+        return self.holdout[:n]
+
+    def _to_device(self, data: PreferenceDataset) -> _DeviceData:
+        obs = torch.as_tensor(data.pairs.obs, device=self.device)
+        acts = torch.as_tensor(data.pairs.acts, device=self.device).reshape(*data.pairs.acts.shape[:3], -1)
+        return _DeviceData(obs.float() if obs.is_floating_point() else obs, acts.float(),
+                           torch.as_tensor(data.prefs, device=self.device, dtype=torch.float32))
+
+    def _returns(self, d: _DeviceData, idx: torch.Tensor) -> torch.Tensor:
+        """Predicted returns ``(K, B, 2)`` for per-member index arrays ``idx`` ``(K, B)``."""
+        k, b = idx.shape
+        obs = d.obs[idx]  # (K, B, 2, H, *O)
+        acts = d.acts[idx]
+        h = obs.shape[3]
+        r = self.net.clip_returns(
+            obs.reshape(k, b * 2, h, *obs.shape[4:]), acts.reshape(k, b * 2, h, -1)
+        )
+        return r.reshape(k, b, 2)
+
+    def _l2_penalty(self) -> torch.Tensor:
+        """``(K,)`` squared weight norms per member (weights only, not biases)."""
+        total = torch.zeros(self.config.ensemble_size, device=self.device)
+        for name, p in self.net.named_parameters():
+            if name.endswith("weight") and p.dim() >= 3:
+                total = total + p.pow(2).sum(dim=tuple(range(1, p.dim())))
+        return total
+
+    def train_step(self, d: _DeviceData, idx: torch.Tensor) -> torch.Tensor:
+        """One batched gradient step for all members; returns the ``(K,)`` data losses.
+
+        Raises:
+            FloatingPointError: If the loss is not finite.
+        """
+        self.net.train()
+        returns = self._returns(d, idx)
+        losses = bradley_terry_loss(returns, d.prefs[idx], self.config.random_answer_prob).mean(dim=1)
+        l2 = torch.as_tensor(self.l2, device=self.device, dtype=torch.float32)
+        total = losses.sum() + (l2 * self._l2_penalty()).sum()
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"reward-model loss is not finite ({total.item()})")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        return losses.detach()
+
+    def fit(self, data: PreferenceDataset, epochs: int | None = None) -> FitStats:
+        """Train every member on its bootstrap resample of its non-held-out labels.
+
+        Args:
+            data: All labels so far (order must be stable: label ``i`` keeps its holdout flags).
+            epochs: Passes over the resample; defaults to ``config.epochs_per_fit``.
+        """
+        epochs = self.config.epochs_per_fit if epochs is None else epochs
+        n = len(data)
+        if n == 0:
+            raise ValueError("cannot fit a reward model on zero labels")
+        k, bsz = self.config.ensemble_size, self.config.batch_size
+        holdout = self._holdout_for(n)
+        d = self._to_device(data)
+        train_pools = [np.flatnonzero(~holdout[:, m]) for m in range(k)]
+        # Members with every label held out (tiny datasets) train on all of them.
+        train_pools = [p if len(p) else np.arange(n) for p in train_pools]
+        n_train = max(1, round(n * (1 - self.config.holdout_prob)))
+        steps = 0
+        for _ in range(epochs):
+            boot = np.stack([pool[self._rng.integers(0, len(pool), n_train)] for pool in train_pools])
+            for start in range(0, n_train, bsz):
+                idx = torch.as_tensor(boot[:, start : start + bsz], device=self.device)
+                self.train_step(d, idx)
+                steps += 1
+        train_loss, val_loss, val_acc = self._evaluate(d, holdout, train_pools)
+        self._adapt_l2(train_loss, val_loss)
+        return FitStats(train_loss, val_loss, val_acc, self.l2.copy(), steps, n)
+
+    @torch.no_grad()
+    def _evaluate(
+        self, d: _DeviceData, holdout: np.ndarray, train_pools: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        self.net.eval()
+        n, k = holdout.shape
+        returns = self._all_returns(d)  # (K, N, 2)
+        losses = bradley_terry_loss(returns, d.prefs.expand(k, n), self.config.random_answer_prob)
+        losses = losses.cpu().numpy()
+        train_loss = np.array([losses[m, train_pools[m]].mean() for m in range(k)])
+        val_loss = np.array([losses[m, holdout[:, m]].mean() if holdout[:, m].any() else np.nan for m in range(k)])
+        # Accuracy of each held-out member on the labels it never trained on, pooled.
+        prefs = d.prefs.cpu().numpy()
+        margin = (returns[..., 0] - returns[..., 1]).cpu().numpy()  # (K, N)
+        decided = prefs != 0.5
+        hits = (margin > 0) == (prefs > 0.5)
+        mask = holdout.T & decided[None, :]
+        val_acc = float(hits[mask].mean()) if mask.any() else math.nan
+        return train_loss, val_loss, val_acc
+
+    def _all_returns(self, d: _DeviceData, chunk: int = 1024) -> torch.Tensor:
+        """``(K, N, 2)`` returns of every pair for every member, in chunks."""
+        k, n = self.config.ensemble_size, d.prefs.shape[0]
+        out = []
+        for s in range(0, n, chunk):
+            idx = torch.arange(s, min(n, s + chunk), device=self.device).expand(k, -1)
+            out.append(self._returns(d, idx))
+        return torch.cat(out, dim=1)
+
+    def _adapt_l2(self, train_loss: np.ndarray, val_loss: np.ndarray) -> None:
+        lo, hi = self.config.l2_ratio_range
+        ratio = val_loss / np.maximum(train_loss, 1e-8)
+        up = np.isfinite(ratio) & (ratio > hi)
+        down = np.isfinite(ratio) & (ratio < lo)
+        self.l2 = np.where(up, self.l2 * self.config.l2_step, self.l2)
+        self.l2 = np.where(down, self.l2 / self.config.l2_step, self.l2)
+        self.l2 = np.clip(self.l2, 1e-8, 10.0)
+
+    # ---------------------------------------------------------------- inference
+    def _flat_acts(self, acts: np.ndarray, lead: int) -> torch.Tensor:
+        return torch.as_tensor(acts, device=self.device, dtype=torch.float32).reshape(
+            *acts.shape[:lead], -1
+        )
+
+    def update_normalization(self, obs: np.ndarray, acts: np.ndarray) -> None:
+        """Set output normalisation from ``(M, *O)`` states and ``(M, A...)`` actions."""
+        self.net.eval()
+        self.net.set_normalization(
+            torch.as_tensor(obs, device=self.device).float(), self._flat_acts(acts, 1)
+        )
+
+    def reward(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
+        """The agent's reward for a batch of steps: ``(M, *O)``, ``(M, A...)`` -> ``(M,)`` float32."""
+        self.net.eval()
+        r = self.net.normalized_reward(
+            torch.as_tensor(obs, device=self.device).float(), self._flat_acts(acts, 1)
+        )
+        return r.cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def member_preferences(self, pairs: ClipPairs) -> np.ndarray:
+        """``(K, N)``: each member's P(first clip preferred) (without the random-answer mixture)."""
+        self.net.eval()
+        k = self.config.ensemble_size
+        obs = torch.as_tensor(pairs.obs, device=self.device).float()
+        acts = self._flat_acts(pairs.acts, 3)
+        n, _, h = obs.shape[:3]
+        out = []
+        for s in range(0, n, 1024):
+            o = obs[s : s + 1024].reshape(-1, h, *obs.shape[3:])
+            a = acts[s : s + 1024].reshape(-1, h, acts.shape[-1])
+            r = self.net.clip_returns(o.unsqueeze(0).expand(k, *o.shape), a.unsqueeze(0).expand(k, *a.shape))
+            r = r.reshape(k, -1, 2)
+            out.append(torch.sigmoid(r[..., 0] - r[..., 1]))
+        return torch.cat(out, dim=1).cpu().numpy()
+
+    def preference_accuracy(self, pairs: ClipPairs, prefs: np.ndarray) -> float:
+        """Share of decided pairs (label != 0.5) where the ensemble's mean choice agrees."""
+        decided = prefs != 0.5
+        if not decided.any():
+            return math.nan
+        p = self.member_preferences(pairs[np.flatnonzero(decided)]).mean(axis=0)
+        return float(((p > 0.5) == (prefs[decided] > 0.5)).mean())
+
+    # -------------------------------------------------------------- checkpoints
+    def save(self, path: str | Path) -> None:
+        """Write the model (weights, normalisation, L2, holdout flags, config) to ``path``."""
+        path = Path(path)
+        payload = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "config": _config_to_plain(self.config),
+            "obs_shape": list(self.net.obs_shape),
+            "act_dim": self.net.act_dim,
+            "seed": self.seed,
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "l2": torch.as_tensor(self.l2),
+            "holdout": torch.as_tensor(self.holdout),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | torch.device = "auto") -> RewardModel:
+        """Load a model written by :meth:`save`.
+
+        Raises:
+            CheckpointError: If the file is missing, corrupt, not a prefbench reward model,
+                of an unknown version, or its weights do not fit its recorded shapes.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"no reward-model checkpoint at {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__})") from exc
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a prefbench reward-model checkpoint")
+        if payload.get("version") != FORMAT_VERSION:
+            raise CheckpointError(f"{path} has format version {payload.get('version')}, expected {FORMAT_VERSION}")
+        try:
+            config = RewardModelConfig(**_config_from_plain(payload["config"]))
+            model = cls(tuple(payload["obs_shape"]), int(payload["act_dim"]), config,
+                        seed=int(payload["seed"]), device=device)
+            model.net.load_state_dict(payload["state_dict"])
+            model.l2 = payload["l2"].numpy().astype(np.float64)
+            model.holdout = payload["holdout"].numpy().astype(bool)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path} does not hold a consistent reward model: {exc}") from exc
+        return model
+
+
+def _config_to_plain(config: RewardModelConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def _config_from_plain(plain: dict[str, Any]) -> dict[str, Any]:
+    tuples = {f for f, v in asdict(RewardModelConfig()).items() if isinstance(v, tuple)}
+    return {k: tuple(v) if k in tuples else v for k, v in plain.items()}
+
+
+__all__ = [
+    "CheckpointError",
+    "FitStats",
+    "RewardEnsemble",
+    "RewardModel",
+    "RewardModelConfig",
+    "bradley_terry_loss",
+    "resolve_device",
+]

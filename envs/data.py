@@ -1,0 +1,166 @@
+"""Data types that flow through the preference loop.
+
+All arrays are NumPy; shapes are documented per field with these letters:
+
+* ``T``: steps in a trajectory; ``H``: steps in a clip (segment);
+* ``N``: pairs in a batch; the axis of size 2 holds the two clips of a pair,
+  index 0 being the *first* clip (the one a label's probability refers to);
+* ``O...``: the observation shape, ``A...``: the action shape.
+
+True rewards travel with the data because the synthetic teacher needs them; learners
+read only ``obs`` and ``acts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One stretch of experience from a single environment.
+
+    Attributes:
+        obs: ``(T, O...)`` observation seen before each action.
+        acts: ``(T, A...)`` action taken.
+        true_rewards: ``(T,)`` float32 environment reward of each step (hidden from the agent).
+    """
+
+    obs: np.ndarray
+    acts: np.ndarray
+    true_rewards: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.obs)
+        _check(
+            len(self.acts) == n and self.true_rewards.shape == (n,),
+            f"trajectory arrays disagree: obs {self.obs.shape}, acts {self.acts.shape}, "
+            f"true_rewards {self.true_rewards.shape}",
+        )
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    @property
+    def true_return(self) -> float:
+        """Undiscounted sum of the true rewards."""
+        return float(self.true_rewards.sum())
+
+
+@dataclass(frozen=True)
+class ClipPairs:
+    """A batch of pairs of equally long clips.
+
+    Attributes:
+        obs: ``(N, 2, H, O...)`` observations.
+        acts: ``(N, 2, H, A...)`` actions.
+        true_rewards: ``(N, 2, H)`` float32 true per-step rewards (for the teacher only).
+    """
+
+    obs: np.ndarray
+    acts: np.ndarray
+    true_rewards: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check(self.obs.ndim >= 3 and self.obs.shape[1] == 2, f"obs must be (N, 2, H, ...), got {self.obs.shape}")
+        n, _, h = self.obs.shape[:3]
+        _check(self.acts.shape[:3] == (n, 2, h), f"acts {self.acts.shape} do not match obs {self.obs.shape}")
+        _check(
+            self.true_rewards.shape == (n, 2, h),
+            f"true_rewards must be {(n, 2, h)}, got {self.true_rewards.shape}",
+        )
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    @property
+    def clip_length(self) -> int:
+        """``H``, the number of steps in each clip."""
+        return self.obs.shape[2]
+
+    def __getitem__(self, index: np.ndarray | slice) -> ClipPairs:
+        return ClipPairs(self.obs[index], self.acts[index], self.true_rewards[index])
+
+    @staticmethod
+    def concatenate(batches: Sequence[ClipPairs]) -> ClipPairs:
+        """Join batches along the pair axis."""
+        _check(len(batches) > 0, "nothing to concatenate")
+        return ClipPairs(
+            np.concatenate([b.obs for b in batches]),
+            np.concatenate([b.acts for b in batches]),
+            np.concatenate([b.true_rewards for b in batches]),
+        )
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A teacher's answers for a batch of pairs.
+
+    Attributes:
+        prefs: ``(N,)`` float32 probability that the first clip is preferred
+            (1 = first, 0 = second, 0.5 = indifferent).
+        valid: ``(N,)`` bool; False where the teacher abstained (gave no label).
+    """
+
+    prefs: np.ndarray
+    valid: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check(self.prefs.ndim == 1, f"prefs must be (N,), got {self.prefs.shape}")
+        _check(self.valid.shape == self.prefs.shape, "valid must have the shape of prefs")
+        _check(self.valid.dtype == np.bool_, "valid must be a bool array")
+        ok = self.prefs[self.valid]
+        _check(bool(np.all((ok >= 0) & (ok <= 1))), "prefs must lie in [0, 1]")
+
+    def __len__(self) -> int:
+        return len(self.prefs)
+
+
+@dataclass(frozen=True)
+class PreferenceDataset:
+    """Labelled pairs that a reward model trains on (abstentions already dropped).
+
+    Attributes:
+        pairs: The clip pairs, ``N`` of them.
+        prefs: ``(N,)`` float32 probability that the first clip is preferred.
+    """
+
+    pairs: ClipPairs
+    prefs: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check(self.prefs.shape == (len(self.pairs),), "one preference per pair is required")
+
+    def __len__(self) -> int:
+        return len(self.prefs)
+
+    @staticmethod
+    def from_labels(pairs: ClipPairs, labels: Labels) -> PreferenceDataset:
+        """Keep the pairs the teacher answered."""
+        _check(len(pairs) == len(labels), "pairs and labels differ in length")
+        keep = np.flatnonzero(labels.valid)
+        return PreferenceDataset(pairs[keep], labels.prefs[keep].astype(np.float32))
+
+    def extend(self, other: PreferenceDataset) -> PreferenceDataset:
+        """A new dataset with ``other`` appended."""
+        if len(self) == 0:
+            return other
+        if len(other) == 0:
+            return self
+        return PreferenceDataset(
+            ClipPairs.concatenate([self.pairs, other.pairs]), np.concatenate([self.prefs, other.prefs])
+        )
+
+    def recent(self, n: int) -> PreferenceDataset:
+        """The last ``n`` labels (all if fewer)."""
+        if n >= len(self):
+            return self
+        return PreferenceDataset(self.pairs[slice(len(self) - n, None)], self.prefs[-n:])

@@ -1,0 +1,30 @@
+"""Seeding: one run seed, independent named random streams derived from it."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for the named ``stream`` of a run seeded with ``seed``."""
+    seq = np.random.SeedSequence([seed, zlib.crc32(stream.encode())])
+    return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def make_rng(seed: int, stream: str) -> np.random.Generator:
+    """A NumPy generator for one consumer ("teacher", "queries", ...) of a run.
+
+    Streams are independent, so adding draws to one consumer does not shift the
+    numbers any other consumer sees.
+    """
+    return np.random.default_rng(stream_seed(seed, stream))
+
+
+def make_torch_generator(seed: int, stream: str, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch generator for one named stream, on ``device``."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(stream_seed(seed, stream))
+    return gen

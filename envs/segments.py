@@ -1,0 +1,97 @@
+"""Cutting clips from trajectories, and a bounded store of recent trajectories."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from prefbench.envs.data import ClipPairs, Trajectory
+
+
+def sample_clip_pairs(
+    trajectories: Sequence[Trajectory],
+    n_pairs: int,
+    clip_length: int,
+    rng: np.random.Generator,
+) -> ClipPairs:
+    """Sample ``n_pairs`` pairs of clips uniformly over all valid clip start positions.
+
+    Each clip lies inside one trajectory; both clips of a pair are drawn independently.
+
+    Args:
+        trajectories: Source trajectories; those shorter than ``clip_length`` are ignored.
+        n_pairs: Pairs to draw.
+        clip_length: ``H``, steps per clip.
+        rng: Random generator.
+
+    Returns:
+        ``ClipPairs`` with ``N = n_pairs``.
+
+    Raises:
+        ValueError: If no trajectory is long enough or ``n_pairs``/``clip_length`` < 1.
+    """
+    if n_pairs < 1 or clip_length < 1:
+        raise ValueError(f"n_pairs and clip_length must be >= 1, got {n_pairs}, {clip_length}")
+    usable = [t for t in trajectories if len(t) >= clip_length]
+    if not usable:
+        raise ValueError(f"no trajectory has at least {clip_length} steps")
+    starts_per_traj = np.array([len(t) - clip_length + 1 for t in usable])
+    cum = np.cumsum(starts_per_traj)
+    flat = rng.integers(0, cum[-1], size=2 * n_pairs)
+    traj_idx = np.searchsorted(cum, flat, side="right")
+    offsets = flat - np.concatenate([[0], cum[:-1]])[traj_idx]
+
+    first = usable[0]
+    obs = np.empty((2 * n_pairs, clip_length, *first.obs.shape[1:]), dtype=first.obs.dtype)
+    acts = np.empty((2 * n_pairs, clip_length, *first.acts.shape[1:]), dtype=first.acts.dtype)
+    rews = np.empty((2 * n_pairs, clip_length), dtype=np.float32)
+    for i, (ti, start) in enumerate(zip(traj_idx, offsets, strict=True)):
+        t = usable[ti]
+        obs[i] = t.obs[start : start + clip_length]
+        acts[i] = t.acts[start : start + clip_length]
+        rews[i] = t.true_rewards[start : start + clip_length]
+
+    def pairs(x: np.ndarray) -> np.ndarray:
+        return x.reshape(n_pairs, 2, *x.shape[1:])
+
+    return ClipPairs(pairs(obs), pairs(acts), pairs(rews))
+
+
+class TrajectoryStore:
+    """Keeps the most recent finished trajectories, up to a number of steps.
+
+    Args:
+        max_steps: Oldest trajectories are dropped once the total exceeds this.
+    """
+
+    def __init__(self, max_steps: int) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.max_steps = max_steps
+        self._trajs: deque[Trajectory] = deque()
+        self._steps = 0
+        self.total_added = 0
+
+    def add(self, trajectories: Iterable[Trajectory]) -> None:
+        """Append trajectories, dropping the oldest beyond ``max_steps``."""
+        for t in trajectories:
+            self._trajs.append(t)
+            self._steps += len(t)
+            self.total_added += 1
+        while len(self._trajs) > 1 and self._steps - len(self._trajs[0]) >= self.max_steps:
+            self._steps -= len(self._trajs.popleft())
+
+    def recent(self, n: int | None = None) -> list[Trajectory]:
+        """The ``n`` most recent trajectories (all if ``None``), oldest first."""
+        items = list(self._trajs)
+        return items if n is None else items[-n:]
+
+    @property
+    def steps(self) -> int:
+        """Steps currently held."""
+        return self._steps
+
+    def __len__(self) -> int:
+        return len(self._trajs)

@@ -1,0 +1,176 @@
+"""Task registry: the MuJoCo tasks of Christiano et al. 2017 on current Gymnasium.
+
+A task bundles the environment factory with what the preference loop needs to know
+about it: the clip length (1.5 s of simulated time, from the environment's ``dt``), the
+episode horizon, and the paper's environment edits. The paper (arXiv 1706.03741,
+appendix A.1) makes every episode the same length and replaces early termination with
+a penalty, so that episode length leaks no reward information; ``fixed_length=True``
+(the default) applies that edit through :class:`FixedLengthEpisode`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import gymnasium as gym
+from prefbench.envs.registry import Registry
+
+#: Simulated seconds per clip in the paper's MuJoCo experiments.
+CLIP_SECONDS = 1.5
+
+
+class FixedLengthEpisode(gym.Wrapper):
+    """Turns early termination into a penalty and keeps the episode going.
+
+    When the wrapped environment terminates, that step's reward gets ``penalty`` added,
+    and the episode continues in an absorbing state: the terminal observation repeats and
+    each further step earns 0 true reward, until the time limit truncates the episode.
+    Every episode therefore lasts exactly ``horizon`` steps and never terminates, so
+    neither the episode length nor a termination flag tells the agent anything about
+    the (hidden) reward.
+
+    Args:
+        env: The environment.
+        horizon: Steps per episode.
+        penalty: Added to the true reward on the step where the inner env terminated.
+    """
+
+    def __init__(self, env: gym.Env, horizon: int, penalty: float) -> None:
+        super().__init__(env)
+        if horizon <= 0:
+            raise ValueError(f"horizon must be positive, got {horizon}")
+        self.horizon = horizon
+        self.penalty = penalty
+        self._t = 0
+        self._dead_obs: Any = None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """Reset the episode clock and the inner environment."""
+        self._t = 0
+        self._dead_obs = None
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Step, absorbing a termination into a penalty."""
+        self._t += 1
+        truncated = self._t >= self.horizon
+        if self._dead_obs is not None:
+            return self._dead_obs, 0.0, False, truncated, {"absorbing": True}
+        obs, reward, terminated, inner_truncated, info = self.env.step(action)
+        if terminated:
+            self._dead_obs = obs
+            reward = float(reward) + self.penalty
+            info = {**info, "absorbing": True}
+        return obs, float(reward), False, truncated or inner_truncated, info
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registered task.
+
+    Attributes:
+        id: Short id used on the command line (``halfcheetah``).
+        env_id: Gymnasium id (``HalfCheetah-v5``).
+        horizon: Steps per episode.
+        can_terminate: Whether the raw environment ends episodes early.
+        termination_penalty: True-reward penalty for a termination under ``fixed_length``.
+        entropy_coef: The paper's policy entropy bonus for this task.
+        env_kwargs: Extra keyword arguments for ``gym.make``.
+        clip_seconds: Simulated seconds per clip.
+    """
+
+    id: str
+    env_id: str
+    horizon: int
+    can_terminate: bool = False
+    termination_penalty: float = -10.0
+    entropy_coef: float = 0.01
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    clip_seconds: float = CLIP_SECONDS
+
+    def make(self, *, fixed_length: bool = True, render_mode: str | None = None) -> gym.Env:
+        """Build one environment instance.
+
+        Args:
+            fixed_length: Apply the paper's edit (no early termination, fixed horizon).
+            render_mode: Passed to ``gym.make``.
+        """
+        env = gym.make(
+            self.env_id, max_episode_steps=self.horizon, render_mode=render_mode, **self.env_kwargs
+        )
+        if fixed_length:
+            # The inner TimeLimit and the wrapper's clock agree: both count from reset.
+            env = FixedLengthEpisode(env, self.horizon, self.termination_penalty)
+        return env
+
+    @cached_property
+    def dt(self) -> float:
+        """Simulated seconds per agent step."""
+        env = gym.make(self.env_id, **self.env_kwargs)
+        try:
+            return float(env.unwrapped.dt)  # type: ignore[attr-defined]
+        except AttributeError as exc:
+            raise ValueError(f"{self.env_id} has no dt; set clip_seconds via a custom task") from exc
+        finally:
+            env.close()
+
+    @property
+    def clip_length(self) -> int:
+        """Steps per clip: ``clip_seconds / dt`` rounded, capped at the horizon.
+
+        Reacher's 50-step episodes are shorter than 1.5 s (75 steps), so its clips are
+        whole episodes.
+        """
+        return min(self.horizon, clip_length_for(self.dt, self.clip_seconds))
+
+    def spaces(self) -> tuple[gym.Space, gym.Space]:
+        """The observation and action spaces."""
+        env = gym.make(self.env_id, **self.env_kwargs)
+        try:
+            return env.observation_space, env.action_space
+        finally:
+            env.close()
+
+
+def _task_from_import(obj: object, path: str) -> TaskSpec:
+    if isinstance(obj, TaskSpec):
+        return obj
+    raise TypeError(f"{path!r} is not a TaskSpec")
+
+
+TASKS: Registry[TaskSpec] = Registry("task", _task_from_import)
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a task to the registry under ``spec.id``."""
+    return TASKS.register(spec.id, spec)
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look up a task by id or import path (``pkg.mod:MY_TASK``)."""
+    return TASKS.get(name)
+
+
+# Christiano et al. 2017's eight MuJoCo tasks (Gymnasium v5), plus Pendulum-v1 for fast tests.
+for _spec in (
+    TaskSpec("hopper", "Hopper-v5", 1000, can_terminate=True),
+    TaskSpec("walker2d", "Walker2d-v5", 1000, can_terminate=True),
+    TaskSpec("swimmer", "Swimmer-v5", 1000, entropy_coef=0.001),
+    TaskSpec("halfcheetah", "HalfCheetah-v5", 1000),
+    TaskSpec("ant", "Ant-v5", 1000, can_terminate=True),
+    TaskSpec("reacher", "Reacher-v5", 50),
+    TaskSpec("inverted-pendulum", "InvertedPendulum-v5", 1000, can_terminate=True),
+    TaskSpec("inverted-double-pendulum", "InvertedDoublePendulum-v5", 1000, can_terminate=True),
+    TaskSpec("pendulum", "Pendulum-v1", 200),
+):
+    register_task(_spec)
+
+
+def clip_length_for(dt: float, seconds: float = CLIP_SECONDS) -> int:
+    """Steps in ``seconds`` of simulated time at ``dt`` seconds per step."""
+    if not (dt > 0 and math.isfinite(dt)):
+        raise ValueError(f"dt must be positive, got {dt}")
+    return max(1, round(seconds / dt))
