@@ -29,15 +29,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from prefbench.agents.encoders import ENCODERS, EnsembleLinear
-from prefbench.envs.data import ClipPairs, PreferenceDataset
+from prefbench.envs.data import CheckpointError, ClipPairs, PreferenceDataset
 from prefbench.envs.seeding import make_torch_generator
 
 FORMAT = "prefbench.reward_model"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, or of another kind or shape."""
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

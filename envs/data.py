@@ -15,8 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+DATASET_FORMAT = "prefbench.preference_dataset.v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or data file is missing, corrupt, or of another kind or shape."""
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -164,3 +171,43 @@ class PreferenceDataset:
         if n >= len(self):
             return self
         return PreferenceDataset(self.pairs[slice(len(self) - n, None)], self.prefs[-n:])
+
+
+def save_dataset(dataset: PreferenceDataset, path: str | Path) -> None:
+    """Write labelled pairs to ``path`` (``.npz``, no pickles), atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(
+        tmp,
+        format=np.array(DATASET_FORMAT),
+        obs=dataset.pairs.obs,
+        acts=dataset.pairs.acts,
+        true_rewards=dataset.pairs.true_rewards,
+        prefs=dataset.prefs,
+    )
+    tmp.replace(path)
+
+
+def load_dataset(path: str | Path) -> PreferenceDataset:
+    """Read a dataset written by :func:`save_dataset`.
+
+    Raises:
+        CheckpointError: If the file is missing, unreadable, of another format, or inconsistent.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no label dataset at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "format" not in f.files or str(f["format"]) != DATASET_FORMAT:
+                raise CheckpointError(f"{path} is not a prefbench label dataset")
+            arrays = {k: f[k] for k in ("obs", "acts", "true_rewards", "prefs")}
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zip/npy errors all mean a bad file
+        raise CheckpointError(f"{path} is not a readable label dataset ({type(exc).__name__})") from exc
+    try:
+        pairs = ClipPairs(arrays["obs"], arrays["acts"], arrays["true_rewards"])
+        return PreferenceDataset(pairs, arrays["prefs"].astype(np.float32))
+    except ValueError as exc:
+        raise CheckpointError(f"{path} holds inconsistent arrays: {exc}") from exc

@@ -1,0 +1,99 @@
+"""Baselines: the same RL learner on the true reward, and a uniformly random policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prefbench.agents.protocol import AgentSpec, Reporter, RunContext, register_agent
+from prefbench.agents.reward_wrapper import RewardVecEnv
+from prefbench.agents.rl import RLConfig, RolloutEndCallback, build_learner
+from prefbench.envs.rollout import make_vec_env, random_actions
+from prefbench.envs.seeding import make_rng, stream_seed
+from prefbench.envs.teachers import Teacher
+
+
+@dataclass(frozen=True)
+class TrueRewardConfig:
+    """Settings of the true-reward baseline."""
+
+    rl: RLConfig = field(default_factory=RLConfig)
+
+
+class TrueRewardAgent:
+    """The RL learner trained on the environment's own reward (the upper reference).
+
+    It runs through the same :class:`RewardVecEnv` and environment set-up as the
+    preference agents, so the two differ only in where the reward comes from.
+    """
+
+    Config = TrueRewardConfig
+    uses_teacher = False
+
+    def __init__(self, ctx: RunContext, teacher: Teacher | None, config: TrueRewardConfig | None = None) -> None:
+        self.ctx = ctx
+        self.config = config or TrueRewardConfig()
+        self.venv = RewardVecEnv(
+            make_vec_env(ctx.task, self.config.rl.n_envs, stream_seed(ctx.seed, "train_env") % 2**31)
+        )
+        self.learner = build_learner(
+            self.config.rl, ctx.task, self.venv, seed=stream_seed(ctx.seed, "learner") % 2**31,
+            device="cpu", log_dir=ctx.run_dir / "rl_log",
+        )
+
+    def learn(self, reporter: Reporter) -> None:
+        """Train on the true reward for ``ctx.total_steps`` steps."""
+        reporter.report(0)
+
+        def after_rollout(step: int) -> None:
+            returns = [t.true_return for t in self.venv.pop_finished()]
+            reporter.report(step, metrics={"train_true_return": float(np.mean(returns))} if returns else None)
+
+        self.learner.learn(self.ctx.total_steps, callback=RolloutEndCallback(after_rollout))
+
+    def predict(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic policy actions."""
+        return self.learner.predict(obs, deterministic=True)[0]
+
+    def save(self, directory: Path) -> None:
+        """Write ``policy.zip``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.learner.save(directory / "policy.zip")
+
+
+class RandomAgent:
+    """Uniformly random actions; no training (the lower reference, score 0)."""
+
+    uses_teacher = False
+
+    def __init__(self, ctx: RunContext, teacher: Teacher | None) -> None:
+        self.ctx = ctx
+        self.action_space = ctx.task.spaces()[1]
+        self.rng = make_rng(ctx.seed, "random_agent")
+
+    def learn(self, reporter: Reporter) -> None:
+        """Nothing to learn: report the start and the end."""
+        reporter.report(0)
+        reporter.report(self.ctx.total_steps)
+
+    def predict(self, obs: np.ndarray) -> np.ndarray:
+        """Random actions, one per observation."""
+        return random_actions(self.action_space, len(obs), self.rng)
+
+    def save(self, directory: Path) -> None:
+        """Nothing to save."""
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+for _algo in ("ppo", "a2c", "trpo"):
+    register_agent(
+        _algo,
+        AgentSpec(
+            TrueRewardAgent,
+            TrueRewardConfig(rl=RLConfig(algo=_algo)),
+            f"{_algo.upper()} on the true environment reward (baseline)",
+        ),
+    )
+register_agent("random", AgentSpec(RandomAgent, None, "uniformly random actions (baseline)"))

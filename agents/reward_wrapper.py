@@ -1,0 +1,100 @@
+"""A vectorised-env wrapper that records experience and sets the agent's reward.
+
+:class:`RewardVecEnv` sits between the raw vectorised environments and the RL learner.
+It records every step (observation, action, hidden true reward) into per-env
+trajectories, and hands the learner a reward computed by ``reward_fn`` for the whole
+batch of steps in one call. With ``reward_fn=None`` the learner gets the true reward
+(the true-reward baseline runs through the same code path).
+
+The true reward never reaches the learner through the wrapper: ``infos`` are filtered
+to the keys SB3 needs for bootstrapping (``terminal_observation``, ``TimeLimit.truncated``),
+so per-term rewards (``reward_forward``...), ``x_velocity`` and Monitor's ``episode``
+returns are dropped. True returns are available to the *runner* through
+:meth:`RewardVecEnv.pop_finished`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+
+from prefbench.envs.data import Trajectory
+
+#: ``(obs (M, *O), acts (M, A...)) -> (M,)`` rewards for a batch of steps.
+RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+_PASS_INFO_KEYS = ("terminal_observation", "TimeLimit.truncated")
+
+
+class RewardVecEnv(VecEnvWrapper):
+    """Records trajectories and replaces the environment reward.
+
+    Args:
+        venv: Vectorised environments (SB3 ``VecEnv``).
+        reward_fn: Scores a batch of steps; ``None`` passes the true reward through.
+    """
+
+    def __init__(self, venv: VecEnv, reward_fn: RewardFn | None = None) -> None:
+        super().__init__(venv)
+        self.reward_fn = reward_fn
+        self._obs: np.ndarray | None = None
+        self._acts: np.ndarray | None = None
+        self._buf_obs: list[list[np.ndarray]] = [[] for _ in range(self.num_envs)]
+        self._buf_acts: list[list[np.ndarray]] = [[] for _ in range(self.num_envs)]
+        self._buf_rews: list[list[float]] = [[] for _ in range(self.num_envs)]
+        self._finished: list[Trajectory] = []
+        self.total_steps = 0
+
+    def reset(self) -> VecEnvObs:
+        """Reset all envs; partial trajectories are discarded."""
+        obs = self.venv.reset()
+        self._obs = np.asarray(obs).copy()
+        for i in range(self.num_envs):
+            self._buf_obs[i].clear()
+            self._buf_acts[i].clear()
+            self._buf_rews[i].clear()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Remember the actions, then step."""
+        self._acts = np.asarray(actions).copy()
+        self.venv.step_async(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step, record, and score the batch of steps with ``reward_fn``."""
+        obs, true_rew, dones, infos = self.venv.step_wait()
+        prev_obs, acts = self._obs, self._acts
+        assert prev_obs is not None and acts is not None, "step before reset"
+        for i in range(self.num_envs):
+            self._buf_obs[i].append(prev_obs[i])
+            self._buf_acts[i].append(acts[i])
+            self._buf_rews[i].append(float(true_rew[i]))
+            if dones[i]:
+                self._finished.append(
+                    Trajectory(
+                        np.stack(self._buf_obs[i]),
+                        np.stack(self._buf_acts[i]),
+                        np.asarray(self._buf_rews[i], dtype=np.float32),
+                    )
+                )
+                self._buf_obs[i].clear()
+                self._buf_acts[i].clear()
+                self._buf_rews[i].clear()
+        if self.reward_fn is None:
+            rewards = np.asarray(true_rew, dtype=np.float32)
+        else:
+            rewards = np.asarray(self.reward_fn(prev_obs, acts), dtype=np.float32)
+            if rewards.shape != (self.num_envs,):
+                raise ValueError(f"reward_fn returned shape {rewards.shape}, expected ({self.num_envs},)")
+        self.total_steps += self.num_envs
+        self._obs = np.asarray(obs).copy()
+        clean = [{k: info[k] for k in _PASS_INFO_KEYS if k in info} for info in infos]
+        return obs, rewards, dones, clean
+
+    def pop_finished(self) -> list[Trajectory]:
+        """Trajectories of episodes finished since the last call (true rewards included)."""
+        out, self._finished = self._finished, []
+        return out

@@ -1,0 +1,139 @@
+"""RL learners from stable-baselines3 / sb3-contrib, built by name.
+
+Built in: ``ppo`` and ``a2c`` (stable-baselines3) and ``trpo`` (sb3-contrib; the paper's
+choice for MuJoCo). Any on-policy SB3 algorithm plugs in by import path, e.g.
+``--set rl.algo=sb3_contrib:RecurrentPPO``... as long as it subclasses
+``OnPolicyAlgorithm``. Defaults follow Christiano et al. 2017 for MuJoCo: discount 0.995,
+GAE lambda 0.97, entropy bonus 0.01 (0.001 on Swimmer). sb3-contrib's TRPO has no
+entropy term, so ``ent_coef`` only reaches PPO and A2C.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sb3_contrib import TRPO
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from prefbench.envs.registry import Registry
+from prefbench.envs.tasks import TaskSpec
+
+
+def _algo_from_import(obj: object, path: str) -> type[OnPolicyAlgorithm]:
+    if inspect.isclass(obj) and issubclass(obj, OnPolicyAlgorithm):
+        return obj
+    raise TypeError(f"{path!r} is not an SB3 on-policy algorithm class")
+
+
+ALGORITHMS: Registry[type[OnPolicyAlgorithm]] = Registry("RL algorithm", _algo_from_import)
+ALGORITHMS.register("ppo", PPO)
+ALGORITHMS.register("a2c", A2C)
+ALGORITHMS.register("trpo", TRPO)
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """On-policy learner settings.
+
+    Attributes:
+        algo: ``ppo``, ``a2c``, ``trpo`` or ``package.module:Class``.
+        n_envs: Parallel environments.
+        n_steps: Steps per env per update; ``None``: 2048 in all for PPO/TRPO, 5 for A2C.
+        gamma: Discount.
+        gae_lambda: GAE lambda.
+        ent_coef: Entropy bonus; ``None`` takes the task's paper value.
+        learning_rate: Optimiser step size; ``None`` keeps the algorithm's default.
+        net_arch: Hidden layers of the policy and value networks.
+        algo_kwargs: Further keyword arguments for the algorithm's constructor.
+    """
+
+    algo: str = "ppo"
+    n_envs: int = 4
+    n_steps: int | None = None
+    gamma: float = 0.995
+    gae_lambda: float = 0.97
+    ent_coef: float | None = None
+    learning_rate: float | None = None
+    net_arch: tuple[int, ...] = (64, 64)
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n_envs < 1:
+            raise ValueError(f"rl.n_envs must be >= 1, got {self.n_envs}")
+        if self.n_steps is not None and self.n_steps < 1:
+            raise ValueError(f"rl.n_steps must be >= 1, got {self.n_steps}")
+        if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1):
+            raise ValueError("rl.gamma must be in (0, 1] and rl.gae_lambda in [0, 1]")
+        if self.ent_coef is not None and self.ent_coef < 0:
+            raise ValueError(f"rl.ent_coef must be >= 0, got {self.ent_coef}")
+        ALGORITHMS.get(self.algo)  # fail early on an unknown algorithm
+
+
+def build_learner(
+    config: RLConfig,
+    task: TaskSpec,
+    venv: VecEnv,
+    *,
+    seed: int,
+    device: str,
+    log_dir: Path | None = None,
+) -> OnPolicyAlgorithm:
+    """Instantiate the on-policy learner on ``venv``.
+
+    Args:
+        config: Learner settings.
+        task: The task (for its paper entropy coefficient).
+        venv: Training environments.
+        seed: Learner seed.
+        device: Torch device of the policy.
+        log_dir: Where SB3 writes its training log (CSV, plus TensorBoard when installed).
+    """
+    cls = ALGORITHMS.get(config.algo)
+    params = inspect.signature(cls.__init__).parameters
+    n_steps = config.n_steps
+    if n_steps is None:
+        n_steps = 5 if issubclass(cls, A2C) else max(1, 2048 // config.n_envs)
+    kwargs: dict[str, Any] = {
+        "n_steps": n_steps,
+        "gamma": config.gamma,
+        "gae_lambda": config.gae_lambda,
+        "policy_kwargs": {"net_arch": list(config.net_arch)},
+        "seed": seed,
+        "device": device,
+        "verbose": 0,
+    }
+    if "ent_coef" in params:
+        kwargs["ent_coef"] = task.entropy_coef if config.ent_coef is None else config.ent_coef
+    if config.learning_rate is not None:
+        kwargs["learning_rate"] = config.learning_rate
+    if "batch_size" in params and issubclass(cls, PPO):
+        kwargs["batch_size"] = 64
+    kwargs.update(config.algo_kwargs)
+    model = cls("MlpPolicy", venv, **kwargs)
+    if log_dir is not None:
+        formats = ["csv"] + (["tensorboard"] if importlib.util.find_spec("tensorboard") else [])
+        model.set_logger(configure(str(log_dir), formats))
+    return model
+
+
+class RolloutEndCallback(BaseCallback):
+    """Calls ``fn(num_timesteps)`` after every rollout, before the policy update."""
+
+    def __init__(self, fn: Callable[[int], None]) -> None:
+        super().__init__()
+        self._fn = fn
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self._fn(self.num_timesteps)

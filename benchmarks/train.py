@@ -1,0 +1,335 @@
+"""One training run: build the agent, train it, evaluate it, write a run folder.
+
+A run folder holds:
+
+* ``config.json``: the resolved run and agent config, seeds, versions, the command;
+* ``metrics.csv``: one row per evaluation point (long format): steps, labels used, true
+  return of the deterministic policy on fresh episodes, reward-model accuracy on fresh
+  oracle-labelled pairs from those episodes, wall time, and the agent's own metrics;
+* ``checkpoints/``: what the agent saves (policy, reward model, label dataset);
+* ``tb/``: TensorBoard logs of the RL learner;
+* ``summary.json``: written last, so its presence marks a finished run.
+
+Every file is written to a temporary name and renamed into place, so a killed run never
+leaves a half-written file that reads as data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from prefbench.agents import AGENTS, Agent, RunContext
+from prefbench.agents.config import to_plain
+from prefbench.agents.protocol import PreferencePredictor
+from prefbench.agents.reward_model import resolve_device
+from prefbench.envs.rollout import evaluate
+from prefbench.envs.seeding import make_rng, stream_seed
+from prefbench.envs.segments import sample_clip_pairs
+from prefbench.envs.tasks import get_task
+from prefbench.envs.teachers import BPREF_TEACHERS, BPrefTeacher, make_teacher
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A single run.
+
+    Attributes:
+        task: Task id or import path.
+        agent: Agent id or import path.
+        teacher: Teacher id or import path (ignored by agents without a teacher).
+        labels: Label budget.
+        steps: Environment steps.
+        seed: Run seed.
+        out: Parent folder of run folders.
+        device: Torch device for the reward model (``auto`` picks CUDA when present).
+        eval_every: Steps between evaluations (0: a tenth of ``steps``).
+        eval_episodes: Episodes per evaluation.
+        accuracy_pairs: Fresh oracle-labelled pairs per reward-model accuracy measurement.
+        threads: Torch CPU threads.
+        overrides: ``key=value`` agent config overrides.
+        progress: Show a progress bar.
+    """
+
+    task: str
+    agent: str
+    teacher: str = "oracle"
+    labels: int = 1500
+    steps: int = 300_000
+    seed: int = 0
+    out: Path = Path("runs")
+    device: str = "auto"
+    eval_every: int = 0
+    eval_episodes: int = 5
+    accuracy_pairs: int = 500
+    threads: int = 1
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (self.labels >= 0, f"labels must be >= 0, got {self.labels}"),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (self.eval_every >= 0, f"eval-every must be >= 0, got {self.eval_every}"),
+            (self.eval_episodes >= 1, f"eval-episodes must be >= 1, got {self.eval_episodes}"),
+            (self.accuracy_pairs >= 1, f"accuracy-pairs must be >= 1, got {self.accuracy_pairs}"),
+            (self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that shape the numbers."""
+    import gymnasium
+    import sb3_contrib
+    import stable_baselines3
+
+    import prefbench
+
+    out = {
+        "python": platform.python_version(),
+        "prefbench": prefbench.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "gymnasium": gymnasium.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "sb3_contrib": sb3_contrib.__version__,
+        "platform": platform.platform(),
+    }
+    try:
+        import mujoco
+
+        out["mujoco"] = mujoco.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows as CSV atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    pd.DataFrame(rows).to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def run_name(cfg: TrainConfig, uses_teacher: bool) -> str:
+    """Folder name of a run: ``task-agent-teacher-labels-sSEED``."""
+    agent = cfg.agent.replace(":", ".").replace("/", "_")
+    task = cfg.task.replace(":", ".").replace("/", "_")
+    if uses_teacher:
+        return f"{task}-{agent}-{cfg.teacher}-{cfg.labels}-s{cfg.seed}"
+    return f"{task}-{agent}-s{cfg.seed}"
+
+
+class RunReporter:
+    """Evaluates the agent on schedule and writes ``metrics.csv``.
+
+    Args:
+        agent: The agent (evaluated through ``predict``).
+        cfg: The run config.
+        run_dir: Where ``metrics.csv`` goes.
+        logger: Progress log.
+    """
+
+    def __init__(self, agent: Agent, cfg: TrainConfig, run_dir: Path, logger: logging.Logger) -> None:
+        self.agent = agent
+        self.cfg = cfg
+        self.task = get_task(cfg.task)
+        self.run_dir = run_dir
+        self.logger = logger
+        self.every = cfg.eval_every or max(1, cfg.steps // 10)
+        self.next_eval = 0
+        self.rows: list[dict[str, Any]] = []
+        self.start = time.perf_counter()
+        self.eval_time = 0.0
+        self._latest: dict[str, float] = {}
+        self._labels = 0
+        self._model: PreferencePredictor | None = None
+        self._oracle = BPrefTeacher(BPREF_TEACHERS["oracle"], make_rng(cfg.seed, "accuracy_oracle"))
+        self._pair_rng = make_rng(cfg.seed, "accuracy_pairs")
+        self._eval_round = 0
+        self._step = 0
+        self.bar = tqdm(total=cfg.steps, unit="step", disable=not cfg.progress, dynamic_ncols=True,
+                        desc=run_dir.name, file=sys.stderr)
+
+    def report(
+        self,
+        step: int,
+        *,
+        labels: int = 0,
+        reward_model: PreferencePredictor | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> None:
+        """See :class:`prefbench.agents.protocol.Reporter`."""
+        for key, value in (metrics or {}).items():
+            value = float(value)
+            if math.isnan(value) and key.endswith("loss"):
+                raise FloatingPointError(f"agent reported NaN {key} at step {step}")
+            self._latest[key] = value
+        self._labels = labels
+        self._model = reward_model
+        self._step = step
+        self.bar.update(max(0, min(step, self.cfg.steps) - self.bar.n))
+        if step >= self.next_eval:
+            self._evaluate(step)
+            self.next_eval = (step // self.every + 1) * self.every
+
+    def finish(self) -> None:
+        """Evaluate the trained agent as it ended, then close the bar.
+
+        Learners report before their last update, so the final policy gets its own
+        evaluation; it replaces a row taken at the same step.
+        """
+        if self.rows and self.rows[-1]["step"] == self._step:
+            self.rows.pop()
+        self._evaluate(self._step)
+        self.bar.close()
+
+    def _evaluate(self, step: int) -> None:
+        t0 = time.perf_counter()
+        seed = stream_seed(self.cfg.seed, f"eval{self._eval_round}") % 2**31
+        self._eval_round += 1
+        trajs = evaluate(self.task, self.agent.predict, self.cfg.eval_episodes, seed)
+        returns = [t.true_return for t in trajs]
+        accuracy = math.nan
+        if self._model is not None:
+            clip = self.task.clip_length
+            pairs = sample_clip_pairs(trajs, self.cfg.accuracy_pairs, clip, self._pair_rng)
+            accuracy = self._model.preference_accuracy(pairs, self._oracle.label(pairs).prefs)
+        self.eval_time += time.perf_counter() - t0
+        wall = time.perf_counter() - self.start
+        row = {
+            "step": step,
+            "labels": self._labels,
+            "eval_true_return": float(np.mean(returns)),
+            "eval_true_return_std": float(np.std(returns)),
+            "rm_accuracy": accuracy,
+            "wall_time": wall,
+            "train_time": wall - self.eval_time,
+            **self._latest,
+        }
+        self.rows.append(row)
+        write_csv(self.run_dir / "metrics.csv", self.rows)
+        self.bar.set_postfix(ret=f"{row['eval_true_return']:.1f}", acc=f"{accuracy:.2f}", labels=self._labels)
+        self.logger.info(
+            "step %d labels %d true return %.2f rm accuracy %.3f", step, self._labels,
+            row["eval_true_return"], accuracy,
+        )
+
+
+def _logger(run_dir: Path) -> logging.Logger:
+    logger = logging.getLogger(f"prefbench.run.{run_dir.name}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def train(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
+    """Run one training job and return its summary.
+
+    A finished run folder (one with ``summary.json``) is not run again: its summary is
+    returned. An unfinished one is cleared and started over.
+
+    Raises:
+        UnknownIdError: Unknown task, agent or teacher.
+        ConfigError / ValueError: Bad values.
+        FloatingPointError: A NaN loss.
+    """
+    task = get_task(cfg.task)
+    spec = AGENTS.get(cfg.agent)
+    if spec.uses_teacher:
+        make_teacher(cfg.teacher, make_rng(0, "check"))  # validate the id before any work
+        if cfg.labels < 1:
+            raise ValueError(f"agent {cfg.agent!r} needs labels >= 1, got {cfg.labels}")
+    device = str(resolve_device(cfg.device))
+    run_dir = cfg.out / run_name(cfg, spec.uses_teacher)
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        return json.loads(summary_path.read_text())
+    try:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir()
+    except OSError as exc:
+        raise ValueError(f"cannot write to {cfg.out}: {exc.strerror or exc}") from exc
+    torch.set_num_threads(cfg.threads)
+    logger = _logger(run_dir)
+    ctx = RunContext(
+        task=task,
+        seed=cfg.seed,
+        total_steps=cfg.steps,
+        label_budget=cfg.labels if spec.uses_teacher else 0,
+        device=device,
+        run_dir=run_dir,
+        logger=logger,
+    )
+    teacher = make_teacher(cfg.teacher, make_rng(cfg.seed, "teacher")) if spec.uses_teacher else None
+    torch.manual_seed(stream_seed(cfg.seed, "torch_global"))
+    agent = spec.build(ctx, teacher, cfg.overrides)
+    config_record = {
+        "run": to_plain(cfg),
+        "agent_config": to_plain(getattr(agent, "config", None)),
+        "clip_length": task.clip_length,
+        "device": device,
+        "versions": versions(),
+        "command": command or " ".join(sys.argv),
+        "cwd": os.getcwd(),
+    }
+    write_json(run_dir / "config.json", config_record)
+    reporter = RunReporter(agent, cfg, run_dir, logger)
+    try:
+        agent.learn(reporter)
+        reporter.finish()
+    finally:
+        reporter.bar.close()
+    agent.save(run_dir / "checkpoints")
+    final = reporter.rows[-1]
+    summary = {
+        "task": cfg.task,
+        "agent": cfg.agent,
+        "teacher": cfg.teacher if spec.uses_teacher else None,
+        "labels": final["labels"],
+        "label_budget": ctx.label_budget,
+        "seed": cfg.seed,
+        "steps": final["step"],
+        "final_true_return": final["eval_true_return"],
+        "final_rm_accuracy": final["rm_accuracy"],
+        "wall_time": time.perf_counter() - reporter.start,
+        "train_time": final["train_time"],
+        "eval_time": reporter.eval_time,
+        "run_dir": str(run_dir),
+    }
+    write_json(summary_path, summary)
+    return summary
