@@ -291,6 +291,7 @@ class RewardModel:
         self._rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
         # (N, K) True where label n is held out of member k; grows as labels arrive.
         self.holdout = np.zeros((0, k), dtype=bool)
+        self._numpy_net: _NumpyEnsemble | None = None
 
     # ----------------------------------------------------------------- training
     def _holdout_for(self, n: int) -> np.ndarray:
@@ -342,6 +343,7 @@ class RewardModel:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
+        self._numpy_net = None
         return losses.detach()
 
     def fit(self, data: PreferenceDataset, epochs: int | None = None) -> FitStats:
@@ -423,9 +425,19 @@ class RewardModel:
         self.net.set_normalization(
             torch.as_tensor(obs, device=self.device).float(), self._flat_acts(acts, 1)
         )
+        self._numpy_net = None
 
     def reward(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
-        """The agent's reward for a batch of steps: ``(M, *O)``, ``(M, A...)`` -> ``(M,)`` float32."""
+        """The agent's reward for a batch of steps: ``(M, *O)``, ``(M, A...)`` -> ``(M,)`` float32.
+
+        Called once per environment step with a handful of states, so on the CPU an MLP
+        ensemble is evaluated in NumPy: for a few rows torch's per-op dispatch costs
+        several times the arithmetic.
+        """
+        if self._numpy_net is None and self.device.type == "cpu" and self.config.encoder == "flatten":
+            self._numpy_net = _NumpyEnsemble(self.net)
+        if self._numpy_net is not None:
+            return self._numpy_net(obs, acts)
         self.net.eval()
         r = self.net.normalized_reward(
             torch.as_tensor(obs, device=self.device).float(), self._flat_acts(acts, 1)
@@ -500,11 +512,40 @@ class RewardModel:
             model = cls(tuple(payload["obs_shape"]), int(payload["act_dim"]), config,
                         seed=int(payload["seed"]), device=device)
             model.net.load_state_dict(payload["state_dict"])
+            model._numpy_net = None
             model.l2 = payload["l2"].numpy().astype(np.float64)
             model.holdout = payload["holdout"].numpy().astype(bool)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{path} does not hold a consistent reward model: {exc}") from exc
         return model
+
+
+class _NumpyEnsemble:
+    """A NumPy snapshot of a flatten-encoder ensemble for scoring a few states at a time."""
+
+    def __init__(self, net: RewardEnsemble) -> None:
+        def np_(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().numpy().astype(np.float32)
+
+        self.layers = [(np_(layer.weight), np_(layer.bias)) for layer in net.trunk]
+        self.head = (np_(net.head.weight), np_(net.head.bias))
+        self.mean = np_(net.out_mean)[:, None]
+        self.std = np_(net.out_std)[:, None]
+        self.slope = np.float32(net.config.leaky_relu_slope)
+        self.use_acts = net.act_dim > 0
+        self.scale = np.float32(net.config.output_std)
+
+    def __call__(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
+        m = len(obs)
+        x = obs.reshape(m, -1).astype(np.float32, copy=False)
+        if self.use_acts:
+            x = np.concatenate([x, acts.reshape(m, -1).astype(np.float32, copy=False)], axis=1)
+        h = x[None]  # (1, M, D), broadcast over the K members
+        for w, b in self.layers:
+            h = h @ w + b
+            h = np.maximum(h, self.slope * h)
+        r = (h @ self.head[0] + self.head[1])[..., 0]  # (K, M)
+        return (((r - self.mean) / self.std).mean(axis=0) * self.scale).astype(np.float32)
 
 
 def _config_to_plain(config: RewardModelConfig) -> dict[str, Any]:
