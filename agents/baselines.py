@@ -32,15 +32,23 @@ class TrueRewardAgent:
     Config = TrueRewardConfig
     uses_teacher = False
 
-    def __init__(self, ctx: RunContext, teacher: Teacher | None, config: TrueRewardConfig | None = None) -> None:
+    def __init__(
+        self, ctx: RunContext, teacher: Teacher | None, config: TrueRewardConfig | None = None
+    ) -> None:
         self.ctx = ctx
         self.config = config or TrueRewardConfig()
         self.venv = RewardVecEnv(
-            make_vec_env(ctx.task, self.config.rl.n_envs, stream_seed(ctx.seed, "train_env") % 2**31)
+            make_vec_env(
+                ctx.task, self.config.rl.n_envs, stream_seed(ctx.seed, "train_env") % 2**31
+            )
         )
         self.learner = build_learner(
-            self.config.rl, ctx.task, self.venv, seed=stream_seed(ctx.seed, "learner") % 2**31,
-            device="cpu", log_dir=ctx.run_dir / "rl_log",
+            self.config.rl,
+            ctx.task,
+            self.venv,
+            seed=stream_seed(ctx.seed, "learner") % 2**31,
+            device="cpu",
+            log_dir=ctx.run_dir / "rl_log",
         )
 
     def learn(self, reporter: Reporter) -> None:
@@ -49,7 +57,9 @@ class TrueRewardAgent:
 
         def after_rollout(step: int) -> None:
             returns = [t.true_return for t in self.venv.pop_finished()]
-            reporter.report(step, metrics={"train_true_return": float(np.mean(returns))} if returns else None)
+            reporter.report(
+                step, metrics={"train_true_return": float(np.mean(returns))} if returns else None
+            )
 
         self.learner.learn(self.ctx.total_steps, callback=RolloutEndCallback(after_rollout))
 

@@ -91,9 +91,18 @@ class PreferenceLoopConfig:
         if not self.label_decay_steps > 0:
             raise ValueError("loop.label_decay_steps must be > 0")
         if self.update_every < 1 or self.initial_epochs < 0 or self.pool_steps < 1:
-            raise ValueError("loop.update_every and loop.pool_steps must be >= 1, initial_epochs >= 0")
-        if self.oversample < 1 or self.random_steps < 0 or self.norm_samples < 1 or self.recent_labels < 0:
-            raise ValueError("loop.oversample and loop.norm_samples >= 1; random_steps, recent_labels >= 0")
+            raise ValueError(
+                "loop.update_every and loop.pool_steps must be >= 1, initial_epochs >= 0"
+            )
+        if (
+            self.oversample < 1
+            or self.random_steps < 0
+            or self.norm_samples < 1
+            or self.recent_labels < 0
+        ):
+            raise ValueError(
+                "loop.oversample and loop.norm_samples >= 1; random_steps, recent_labels >= 0"
+            )
         SELECTORS.get(self.query)
 
 
@@ -135,7 +144,9 @@ class PreferenceAgent:
         if teacher is None:
             raise ValueError("a preference agent needs a teacher")
         if ctx.label_budget < 1:
-            raise ValueError(f"a preference agent needs a label budget >= 1, got {ctx.label_budget}")
+            raise ValueError(
+                f"a preference agent needs a label budget >= 1, got {ctx.label_budget}"
+            )
         self.ctx = ctx
         self.config = config or PreferenceAgentConfig()
         self.teacher = teacher
@@ -145,7 +156,10 @@ class PreferenceAgent:
         obs_space, act_space = task.spaces()
         act_dim = int(np.prod(act_space.shape)) if act_space.shape else 1
         self.reward_model = RewardModel(
-            obs_space.shape, act_dim, self.config.reward, seed=stream_seed(ctx.seed, "reward_model"),
+            obs_space.shape,
+            act_dim,
+            self.config.reward,
+            seed=stream_seed(ctx.seed, "reward_model"),
             device=ctx.device,
         )
         self.venv = RewardVecEnv(
@@ -153,8 +167,12 @@ class PreferenceAgent:
             self.reward_model.reward,
         )
         self.learner = build_learner(
-            self.config.rl, task, self.venv, seed=stream_seed(ctx.seed, "learner") % 2**31,
-            device="cpu", log_dir=ctx.run_dir / "rl_log",
+            self.config.rl,
+            task,
+            self.venv,
+            seed=stream_seed(ctx.seed, "learner") % 2**31,
+            device="cpu",
+            log_dir=ctx.run_dir / "rl_log",
         )
         self.query_rng = make_rng(ctx.seed, "queries")
         self.store = TrajectoryStore(self.config.loop.pool_steps)
@@ -195,7 +213,10 @@ class PreferenceAgent:
     def _target(self, step: int) -> int:
         loop = self.config.loop
         return label_schedule(
-            step, self.ctx.total_steps, self.ctx.label_budget, loop.initial_label_fraction,
+            step,
+            self.ctx.total_steps,
+            self.ctx.label_budget,
+            loop.initial_label_fraction,
             loop.label_decay_steps,
         )
 
@@ -204,16 +225,23 @@ class PreferenceAgent:
         """Initial labels from a random policy, then RL on the learned reward."""
         loop, task = self.config.loop, self.ctx.task
         random_steps = loop.random_steps or max(4 * task.horizon, 8000)
-        random_trajs = collect_random(task, random_steps, stream_seed(self.ctx.seed, "random") % 2**31)
+        random_trajs = collect_random(
+            task, random_steps, stream_seed(self.ctx.seed, "random") % 2**31
+        )
         n0 = self._target(0)
         if n0 > 0:
             self._query(random_trajs, n0, use_model=False)
             self._fit(loop.initial_epochs)
         self._renormalize(random_trajs)
-        self.ctx.logger.info("initial labels: %d, reward model %s", self.labels_asked, self._fit_metrics)
-        reporter.report(0, labels=self.labels_asked, reward_model=self.reward_model, metrics=self._fit_metrics)
+        self.ctx.logger.info(
+            "initial labels: %d, reward model %s", self.labels_asked, self._fit_metrics
+        )
+        reporter.report(
+            0, labels=self.labels_asked, reward_model=self.reward_model, metrics=self._fit_metrics
+        )
         self.learner.learn(
-            self.ctx.total_steps, callback=RolloutEndCallback(lambda s: self._after_rollout(s, reporter)),
+            self.ctx.total_steps,
+            callback=RolloutEndCallback(lambda s: self._after_rollout(s, reporter)),
         )
 
     def _after_rollout(self, step: int, reporter: Reporter) -> None:
@@ -232,7 +260,9 @@ class PreferenceAgent:
         if self._train_returns:
             metrics["train_true_return"] = float(np.mean(self._train_returns))
             self._train_returns = []
-        reporter.report(step, labels=self.labels_asked, reward_model=self.reward_model, metrics=metrics)
+        reporter.report(
+            step, labels=self.labels_asked, reward_model=self.reward_model, metrics=metrics
+        )
 
     def predict(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic policy actions for a batch of observations."""
@@ -253,7 +283,7 @@ for _algo in ("ppo", "a2c", "trpo"):
         AgentSpec(
             PreferenceAgent,
             PreferenceAgentConfig(rl=RLConfig(algo=_algo)),
-            f"{_algo.upper()} on a reward model learned from teacher preferences (Christiano et al. 2017)",
+            f"{_algo.upper()} on a reward model fit to teacher preferences (Christiano 2017)",
             uses_teacher=True,
         ),
     )

@@ -122,7 +122,9 @@ class AgentSpec:
     description: str = ""
     uses_teacher: bool = False
 
-    def build(self, ctx: RunContext, teacher: Teacher | None, overrides: Iterable[str] = ()) -> Agent:
+    def build(
+        self, ctx: RunContext, teacher: Teacher | None, overrides: Iterable[str] = ()
+    ) -> Agent:
         """Instantiate the agent with ``key=value`` config overrides applied.
 
         Raises:
@@ -147,7 +149,9 @@ def _agent_from_import(obj: object, path: str) -> AgentSpec:
     if not inspect.isclass(obj):
         raise TypeError(f"{path!r} is not an agent class")
     config_cls = getattr(obj, "Config", None)
-    config = config_cls() if config_cls is not None and dataclasses.is_dataclass(config_cls) else None
+    config = (
+        config_cls() if config_cls is not None and dataclasses.is_dataclass(config_cls) else None
+    )
     doc = (inspect.getdoc(obj) or "").splitlines()
     return AgentSpec(obj, config, doc[0] if doc else "", bool(getattr(obj, "uses_teacher", True)))
 

@@ -211,8 +211,12 @@ def bradley_terry_loss(
     eps = random_answer_prob
     if eps > 0:
         log_half_eps = math.log(eps / 2)
-        log_p1 = torch.logaddexp(math.log1p(-eps) + F.logsigmoid(logit), torch.full_like(logit, log_half_eps))
-        log_p2 = torch.logaddexp(math.log1p(-eps) + F.logsigmoid(-logit), torch.full_like(logit, log_half_eps))
+        log_p1 = torch.logaddexp(
+            math.log1p(-eps) + F.logsigmoid(logit), torch.full_like(logit, log_half_eps)
+        )
+        log_p2 = torch.logaddexp(
+            math.log1p(-eps) + F.logsigmoid(-logit), torch.full_like(logit, log_half_eps)
+        )
     else:
         log_p1, log_p2 = F.logsigmoid(logit), F.logsigmoid(-logit)
     return -(prefs * log_p1 + (1 - prefs) * log_p2)
@@ -242,15 +246,23 @@ class FitStats:
         """Scalar metrics for logging."""
         return {
             "rm_train_loss": float(np.mean(self.train_loss)),
-            "rm_val_loss": float(np.nanmean(self.val_loss)) if np.isfinite(self.val_loss).any() else math.nan,
+            "rm_val_loss": float(np.nanmean(self.val_loss))
+            if np.isfinite(self.val_loss).any()
+            else math.nan,
             "rm_val_accuracy": self.val_accuracy,
             "rm_l2": float(np.mean(self.l2)),
         }
 
 
 @dataclass
-class _DeviceData:
-    """Labelled pairs on the device: obs ``(N, 2, H, *O)``, acts ``(N, 2, H, A)``, prefs ``(N,)``."""
+class DeviceData:
+    """Labelled pairs on the device.
+
+    Attributes:
+        obs: ``(N, 2, H, *O)`` observations.
+        acts: ``(N, 2, H, A)`` flattened actions.
+        prefs: ``(N,)`` probability that the first clip is preferred.
+    """
 
     obs: torch.Tensor
     acts: torch.Tensor
@@ -302,13 +314,19 @@ class RewardModel:
             self.holdout = np.concatenate([self.holdout, flags])
         return self.holdout[:n]
 
-    def _to_device(self, data: PreferenceDataset) -> _DeviceData:
+    def to_device(self, data: PreferenceDataset) -> DeviceData:
+        """Copy labelled pairs to the model's device once, for many training steps."""
         obs = torch.as_tensor(data.pairs.obs, device=self.device)
-        acts = torch.as_tensor(data.pairs.acts, device=self.device).reshape(*data.pairs.acts.shape[:3], -1)
-        return _DeviceData(obs.float() if obs.is_floating_point() else obs, acts.float(),
-                           torch.as_tensor(data.prefs, device=self.device, dtype=torch.float32))
+        acts = torch.as_tensor(data.pairs.acts, device=self.device).reshape(
+            *data.pairs.acts.shape[:3], -1
+        )
+        return DeviceData(
+            obs.float() if obs.is_floating_point() else obs,
+            acts.float(),
+            torch.as_tensor(data.prefs, device=self.device, dtype=torch.float32),
+        )
 
-    def _returns(self, d: _DeviceData, idx: torch.Tensor) -> torch.Tensor:
+    def _returns(self, d: DeviceData, idx: torch.Tensor) -> torch.Tensor:
         """Predicted returns ``(K, B, 2)`` for per-member index arrays ``idx`` ``(K, B)``."""
         k, b = idx.shape
         obs = d.obs[idx]  # (K, B, 2, H, *O)
@@ -327,7 +345,7 @@ class RewardModel:
                 total = total + p.pow(2).sum(dim=tuple(range(1, p.dim())))
         return total
 
-    def train_step(self, d: _DeviceData, idx: torch.Tensor) -> torch.Tensor:
+    def train_step(self, d: DeviceData, idx: torch.Tensor) -> torch.Tensor:
         """One batched gradient step for all members; returns the ``(K,)`` data losses.
 
         Raises:
@@ -335,7 +353,9 @@ class RewardModel:
         """
         self.net.train()
         returns = self._returns(d, idx)
-        losses = bradley_terry_loss(returns, d.prefs[idx], self.config.random_answer_prob).mean(dim=1)
+        losses = bradley_terry_loss(returns, d.prefs[idx], self.config.random_answer_prob).mean(
+            dim=1
+        )
         l2 = torch.as_tensor(self.l2, device=self.device, dtype=torch.float32)
         total = losses.sum() + (l2 * self._l2_penalty()).sum()
         if not torch.isfinite(total):
@@ -359,14 +379,16 @@ class RewardModel:
             raise ValueError("cannot fit a reward model on zero labels")
         k, bsz = self.config.ensemble_size, self.config.batch_size
         holdout = self._holdout_for(n)
-        d = self._to_device(data)
+        d = self.to_device(data)
         train_pools = [np.flatnonzero(~holdout[:, m]) for m in range(k)]
         # Members with every label held out (tiny datasets) train on all of them.
         train_pools = [p if len(p) else np.arange(n) for p in train_pools]
         n_train = max(1, round(n * (1 - self.config.holdout_prob)))
         steps = 0
         for _ in range(epochs):
-            boot = np.stack([pool[self._rng.integers(0, len(pool), n_train)] for pool in train_pools])
+            boot = np.stack(
+                [pool[self._rng.integers(0, len(pool), n_train)] for pool in train_pools]
+            )
             for start in range(0, n_train, bsz):
                 idx = torch.as_tensor(boot[:, start : start + bsz], device=self.device)
                 self.train_step(d, idx)
@@ -377,7 +399,7 @@ class RewardModel:
 
     @torch.no_grad()
     def _evaluate(
-        self, d: _DeviceData, holdout: np.ndarray, train_pools: list[np.ndarray]
+        self, d: DeviceData, holdout: np.ndarray, train_pools: list[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray, float]:
         self.net.eval()
         n, k = holdout.shape
@@ -385,7 +407,9 @@ class RewardModel:
         losses = bradley_terry_loss(returns, d.prefs.expand(k, n), self.config.random_answer_prob)
         losses = losses.cpu().numpy()
         train_loss = np.array([losses[m, train_pools[m]].mean() for m in range(k)])
-        val_loss = np.array([losses[m, holdout[:, m]].mean() if holdout[:, m].any() else np.nan for m in range(k)])
+        val_loss = np.array(
+            [losses[m, holdout[:, m]].mean() if holdout[:, m].any() else np.nan for m in range(k)]
+        )
         # Accuracy of each held-out member on the labels it never trained on, pooled.
         prefs = d.prefs.cpu().numpy()
         margin = (returns[..., 0] - returns[..., 1]).cpu().numpy()  # (K, N)
@@ -395,7 +419,7 @@ class RewardModel:
         val_acc = float(hits[mask].mean()) if mask.any() else math.nan
         return train_loss, val_loss, val_acc
 
-    def _all_returns(self, d: _DeviceData, chunk: int = 1024) -> torch.Tensor:
+    def _all_returns(self, d: DeviceData, chunk: int = 1024) -> torch.Tensor:
         """``(K, N, 2)`` returns of every pair for every member, in chunks."""
         k, n = self.config.ensemble_size, d.prefs.shape[0]
         out = []
@@ -434,7 +458,11 @@ class RewardModel:
         ensemble is evaluated in NumPy: for a few rows torch's per-op dispatch costs
         several times the arithmetic.
         """
-        if self._numpy_net is None and self.device.type == "cpu" and self.config.encoder == "flatten":
+        if (
+            self._numpy_net is None
+            and self.device.type == "cpu"
+            and self.config.encoder == "flatten"
+        ):
             self._numpy_net = _NumpyEnsemble(self.net)
         if self._numpy_net is not None:
             return self._numpy_net(obs, acts)
@@ -456,7 +484,9 @@ class RewardModel:
         for s in range(0, n, 1024):
             o = obs[s : s + 1024].reshape(-1, h, *obs.shape[3:])
             a = acts[s : s + 1024].reshape(-1, h, acts.shape[-1])
-            r = self.net.clip_returns(o.unsqueeze(0).expand(k, *o.shape), a.unsqueeze(0).expand(k, *a.shape))
+            r = self.net.clip_returns(
+                o.unsqueeze(0).expand(k, *o.shape), a.unsqueeze(0).expand(k, *a.shape)
+            )
             r = r.reshape(k, -1, 2)
             out.append(torch.sigmoid(r[..., 0] - r[..., 1]))
         return torch.cat(out, dim=1).cpu().numpy()
@@ -502,15 +532,24 @@ class RewardModel:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__})") from exc
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint ({type(exc).__name__})"
+            ) from exc
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not a prefbench reward-model checkpoint")
         if payload.get("version") != FORMAT_VERSION:
-            raise CheckpointError(f"{path} has format version {payload.get('version')}, expected {FORMAT_VERSION}")
+            raise CheckpointError(
+                f"{path} has format version {payload.get('version')}, expected {FORMAT_VERSION}"
+            )
         try:
             config = RewardModelConfig(**_config_from_plain(payload["config"]))
-            model = cls(tuple(payload["obs_shape"]), int(payload["act_dim"]), config,
-                        seed=int(payload["seed"]), device=device)
+            model = cls(
+                tuple(payload["obs_shape"]),
+                int(payload["act_dim"]),
+                config,
+                seed=int(payload["seed"]),
+                device=device,
+            )
             model.net.load_state_dict(payload["state_dict"])
             model._numpy_net = None
             model.l2 = payload["l2"].numpy().astype(np.float64)

@@ -88,7 +88,9 @@ class RewardVecEnv(VecEnvWrapper):
         else:
             rewards = np.asarray(self.reward_fn(prev_obs, acts), dtype=np.float32)
             if rewards.shape != (self.num_envs,):
-                raise ValueError(f"reward_fn returned shape {rewards.shape}, expected ({self.num_envs},)")
+                raise ValueError(
+                    f"reward_fn returned shape {rewards.shape}, expected ({self.num_envs},)"
+                )
         self.total_steps += self.num_envs
         self._obs = np.asarray(obs).copy()
         clean = [{k: info[k] for k in _PASS_INFO_KEYS if k in info} for info in infos]

@@ -20,7 +20,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one agent on one task and write a run folder")
-    t.add_argument("--task", required=True, help="task id (see `prefbench list tasks`) or pkg.mod:TASK")
+    t.add_argument(
+        "--task", required=True, help="task id (see `prefbench list tasks`) or pkg.mod:TASK"
+    )
     t.add_argument("--agent", default="pref-ppo", help="agent id or pkg.mod:AgentClass")
     t.add_argument("--teacher", default="oracle", help="teacher id or pkg.mod:TeacherClass")
     t.add_argument("--labels", type=int, default=1500, help="label budget")
@@ -28,11 +30,19 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of run folders")
     t.add_argument("--device", default="auto", help="reward-model device: auto, cpu, cuda")
-    t.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: steps/10)")
+    t.add_argument(
+        "--eval-every", type=int, default=0, help="steps between evaluations (0: steps/10)"
+    )
     t.add_argument("--eval-episodes", type=int, default=5)
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="agent config override, e.g. rl.ent_coef=0 or reward.hidden_sizes=32,32")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="agent config override, e.g. rl.ent_coef=0 or reward.hidden_sizes=32,32",
+    )
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     ls = sub.add_parser("list", help="list registered tasks, agents or teachers")
@@ -78,17 +88,28 @@ def _cmd_list(what: str) -> None:
 
         print(f"{'id':12} {'beta':>6} {'gamma':>6} {'epsilon':>8} {'skip':>6} {'equal':>6}")
         for row in teacher_table():
-            print(f"{row['id']:12} {row['beta']:6} {row['gamma']:6} {row['epsilon']:8} "
-                  f"{row['skip_fraction']:6} {row['equal_fraction']:6}")
+            print(
+                f"{row['id']:12} {row['beta']:6} {row['gamma']:6} {row['epsilon']:8} "
+                f"{row['skip_fraction']:6} {row['equal_fraction']:6}"
+            )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from prefbench.benchmarks.train import TrainConfig, train
 
     cfg = TrainConfig(
-        task=args.task, agent=args.agent, teacher=args.teacher, labels=args.labels, steps=args.steps,
-        seed=args.seed, out=args.out, device=args.device, eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes, threads=args.threads, overrides=tuple(args.overrides),
+        task=args.task,
+        agent=args.agent,
+        teacher=args.teacher,
+        labels=args.labels,
+        steps=args.steps,
+        seed=args.seed,
+        out=args.out,
+        device=args.device,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        threads=args.threads,
+        overrides=tuple(args.overrides),
         progress=not args.no_progress,
     )
     summary = train(cfg, command="prefbench " + shlex.join(sys.argv[1:]))

@@ -156,7 +156,9 @@ class RunReporter:
         logger: Progress log.
     """
 
-    def __init__(self, agent: Agent, cfg: TrainConfig, run_dir: Path, logger: logging.Logger) -> None:
+    def __init__(
+        self, agent: Agent, cfg: TrainConfig, run_dir: Path, logger: logging.Logger
+    ) -> None:
         self.agent = agent
         self.cfg = cfg
         self.task = get_task(cfg.task)
@@ -174,8 +176,14 @@ class RunReporter:
         self._pair_rng = make_rng(cfg.seed, "accuracy_pairs")
         self._eval_round = 0
         self._step = 0
-        self.bar = tqdm(total=cfg.steps, unit="step", disable=not cfg.progress, dynamic_ncols=True,
-                        desc=run_dir.name, file=sys.stderr)
+        self.bar = tqdm(
+            total=cfg.steps,
+            unit="step",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+            desc=run_dir.name,
+            file=sys.stderr,
+        )
 
     def report(
         self,
@@ -235,10 +243,15 @@ class RunReporter:
         }
         self.rows.append(row)
         write_csv(self.run_dir / "metrics.csv", self.rows)
-        self.bar.set_postfix(ret=f"{row['eval_true_return']:.1f}", acc=f"{accuracy:.2f}", labels=self._labels)
+        self.bar.set_postfix(
+            ret=f"{row['eval_true_return']:.1f}", acc=f"{accuracy:.2f}", labels=self._labels
+        )
         self.logger.info(
-            "step %d labels %d true return %.2f rm accuracy %.3f", step, self._labels,
-            row["eval_true_return"], accuracy,
+            "step %d labels %d true return %.2f rm accuracy %.3f",
+            step,
+            self._labels,
+            row["eval_true_return"],
+            accuracy,
         )
 
 
@@ -295,7 +308,9 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
         run_dir=run_dir,
         logger=logger,
     )
-    teacher = make_teacher(cfg.teacher, make_rng(cfg.seed, "teacher")) if spec.uses_teacher else None
+    teacher = (
+        make_teacher(cfg.teacher, make_rng(cfg.seed, "teacher")) if spec.uses_teacher else None
+    )
     torch.manual_seed(stream_seed(cfg.seed, "torch_global"))
     agent = spec.build(ctx, teacher, cfg.overrides)
     config_record = {

@@ -77,9 +77,15 @@ class ClipPairs:
     true_rewards: np.ndarray
 
     def __post_init__(self) -> None:
-        _check(self.obs.ndim >= 3 and self.obs.shape[1] == 2, f"obs must be (N, 2, H, ...), got {self.obs.shape}")
+        _check(
+            self.obs.ndim >= 3 and self.obs.shape[1] == 2,
+            f"obs must be (N, 2, H, ...), got {self.obs.shape}",
+        )
         n, _, h = self.obs.shape[:3]
-        _check(self.acts.shape[:3] == (n, 2, h), f"acts {self.acts.shape} do not match obs {self.obs.shape}")
+        _check(
+            self.acts.shape[:3] == (n, 2, h),
+            f"acts {self.acts.shape} do not match obs {self.obs.shape}",
+        )
         _check(
             self.true_rewards.shape == (n, 2, h),
             f"true_rewards must be {(n, 2, h)}, got {self.true_rewards.shape}",
@@ -163,7 +169,8 @@ class PreferenceDataset:
         if len(other) == 0:
             return self
         return PreferenceDataset(
-            ClipPairs.concatenate([self.pairs, other.pairs]), np.concatenate([self.prefs, other.prefs])
+            ClipPairs.concatenate([self.pairs, other.pairs]),
+            np.concatenate([self.prefs, other.prefs]),
         )
 
     def recent(self, n: int) -> PreferenceDataset:
@@ -205,7 +212,9 @@ def load_dataset(path: str | Path) -> PreferenceDataset:
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - zip/npy errors all mean a bad file
-        raise CheckpointError(f"{path} is not a readable label dataset ({type(exc).__name__})") from exc
+        raise CheckpointError(
+            f"{path} is not a readable label dataset ({type(exc).__name__})"
+        ) from exc
     try:
         pairs = ClipPairs(arrays["obs"], arrays["acts"], arrays["true_rewards"])
         return PreferenceDataset(pairs, arrays["prefs"].astype(np.float32))

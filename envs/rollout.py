@@ -45,7 +45,9 @@ def make_vec_env(
     return venv
 
 
-def rollout(venv: VecEnv, policy: PolicyFn | None, rng: np.random.Generator | None = None) -> list[Trajectory]:
+def rollout(
+    venv: VecEnv, policy: PolicyFn | None, rng: np.random.Generator | None = None
+) -> list[Trajectory]:
     """Run one episode in every env of ``venv``; returns one trajectory per env.
 
     Envs that finish early wait for the others (their later steps are not recorded).

@@ -23,7 +23,9 @@ def make_rng(seed: int, stream: str) -> np.random.Generator:
     return np.random.default_rng(stream_seed(seed, stream))
 
 
-def make_torch_generator(seed: int, stream: str, device: str | torch.device = "cpu") -> torch.Generator:
+def make_torch_generator(
+    seed: int, stream: str, device: str | torch.device = "cpu"
+) -> torch.Generator:
     """A torch generator for one named stream, on ``device``."""
     gen = torch.Generator(device=device)
     gen.manual_seed(stream_seed(seed, stream))

@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any
 
 import gymnasium as gym
+
 from prefbench.envs.registry import Registry
 
 #: Simulated seconds per clip in the paper's MuJoCo experiments.
@@ -113,7 +114,9 @@ class TaskSpec:
         try:
             return float(env.unwrapped.dt)  # type: ignore[attr-defined]
         except AttributeError as exc:
-            raise ValueError(f"{self.env_id} has no dt; set clip_seconds via a custom task") from exc
+            raise ValueError(
+                f"{self.env_id} has no dt; set clip_seconds via a custom task"
+            ) from exc
         finally:
             env.close()
 

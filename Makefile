@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv and
+# install what they need on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Without a GPU, install the CPU build of torch first: a plain `torch` requirement
+# pulls a multi-GB CUDA build. Override with `make TORCH=... test`.
+ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
+TORCH ?= torch==2.13.0
+else
+TORCH ?= torch
+endif
+
+.PHONY: demo test lint install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[mujoco,dev]"
+	touch $@
+
+demo: install
+	$(BIN)/prefbench train --task halfcheetah --agent pref-ppo --teacher oracle \
+		--labels 500 --steps 50000 --seed 0 --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
