@@ -64,7 +64,8 @@ class PreferenceLoopConfig:
     Attributes:
         initial_label_fraction: Share of labels from random-policy clips before RL.
         label_decay_steps: ``c`` of the label rate ``c / (T + c)``.
-        update_every: Environment steps between reward-model updates (rounded to rollouts).
+        update_every: Environment steps between reward-model updates (rounded up to whole
+            rollouts, and at most a twentieth of the run so short runs get updates too).
         initial_epochs: Reward-model epochs on the initial labels.
         query: Query selector id (``disagreement`` or ``uniform``).
         oversample: Candidates per query for ``disagreement``.
@@ -178,7 +179,8 @@ class PreferenceAgent:
         self.store = TrajectoryStore(self.config.loop.pool_steps)
         self.dataset: PreferenceDataset | None = None
         self.labels_asked = 0
-        self._next_update = self.config.loop.update_every
+        self._update_every = min(self.config.loop.update_every, max(1, ctx.total_steps // 20))
+        self._next_update = self._update_every
         self._fit_metrics: dict[str, float] = {}
         self._train_returns: list[float] = []
 
@@ -249,7 +251,7 @@ class PreferenceAgent:
         self.store.add(finished)
         self._train_returns.extend(t.true_return for t in finished)
         if step >= self._next_update and len(self.store):
-            self._next_update = step + self.config.loop.update_every
+            self._next_update = step + self._update_every
             pool = self.store.recent()
             want = self._target(step) - self.labels_asked
             if want > 0:

@@ -24,6 +24,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from prefbench.envs.data import CheckpointError
 from prefbench.envs.registry import Registry
 from prefbench.envs.tasks import TaskSpec
 
@@ -123,6 +124,24 @@ def build_learner(
         formats = ["csv"] + (["tensorboard"] if importlib.util.find_spec("tensorboard") else [])
         model.set_logger(configure(str(log_dir), formats))
     return model
+
+
+def load_policy(path: str | Path, algo: str = "ppo", device: str = "cpu") -> OnPolicyAlgorithm:
+    """Load a policy saved by an agent's ``save`` (an SB3 ``.zip``).
+
+    Raises:
+        CheckpointError: If the file is missing, corrupt, or not a policy of ``algo``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no policy checkpoint at {path}")
+    cls = ALGORITHMS.get(algo)
+    try:
+        return cls.load(path, device=device)
+    except Exception as exc:  # noqa: BLE001 - SB3 raises many kinds for a bad archive
+        raise CheckpointError(
+            f"{path} is not a readable {algo} policy ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 class RolloutEndCallback(BaseCallback):

@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -32,13 +33,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
 from prefbench.agents import AGENTS, Agent, RunContext
 from prefbench.agents.config import to_plain
 from prefbench.agents.protocol import PreferencePredictor
 from prefbench.agents.reward_model import resolve_device
-from prefbench.envs.rollout import evaluate
+from prefbench.envs.rollout import make_vec_env, rollout
 from prefbench.envs.seeding import make_rng, stream_seed
 from prefbench.envs.segments import sample_clip_pairs
 from prefbench.envs.tasks import get_task
@@ -120,7 +122,33 @@ def versions() -> dict[str, str]:
         out["mujoco"] = mujoco.__version__
     except ImportError:
         pass
+    out["git_commit"] = _git_commit()
     return out
+
+
+def _git_commit() -> str:
+    """The source checkout's commit (with ``-dirty`` for local changes), or ``unknown``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -176,6 +204,7 @@ class RunReporter:
         self._pair_rng = make_rng(cfg.seed, "accuracy_pairs")
         self._eval_round = 0
         self._step = 0
+        self._eval_env: VecEnv | None = None
         self.bar = tqdm(
             total=cfg.steps,
             unit="step",
@@ -216,13 +245,23 @@ class RunReporter:
         if self.rows and self.rows[-1]["step"] == self._step:
             self.rows.pop()
         self._evaluate(self._step)
+        self.close()
+
+    def close(self) -> None:
+        """Release the evaluation environments and the progress bar."""
+        if self._eval_env is not None:
+            self._eval_env.close()
+            self._eval_env = None
         self.bar.close()
 
     def _evaluate(self, step: int) -> None:
         t0 = time.perf_counter()
         seed = stream_seed(self.cfg.seed, f"eval{self._eval_round}") % 2**31
         self._eval_round += 1
-        trajs = evaluate(self.task, self.agent.predict, self.cfg.eval_episodes, seed)
+        if self._eval_env is None:
+            self._eval_env = make_vec_env(self.task, self.cfg.eval_episodes, seed)
+        self._eval_env.seed(seed)
+        trajs = rollout(self._eval_env, self.agent.predict)
         returns = [t.true_return for t in trajs]
         accuracy = math.nan
         if self._model is not None:
@@ -328,7 +367,7 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
         agent.learn(reporter)
         reporter.finish()
     finally:
-        reporter.bar.close()
+        reporter.close()
     agent.save(run_dir / "checkpoints")
     final = reporter.rows[-1]
     summary = {

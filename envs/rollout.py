@@ -102,12 +102,3 @@ def collect_random(task: TaskSpec, min_steps: int, seed: int, n_envs: int = 4) -
         return trajs
     finally:
         venv.close()
-
-
-def evaluate(task: TaskSpec, policy: PolicyFn, n_episodes: int, seed: int) -> list[Trajectory]:
-    """Run ``n_episodes`` episodes of ``policy`` in parallel; the trajectories hold true rewards."""
-    venv = make_vec_env(task, n_episodes, seed)
-    try:
-        return rollout(venv, policy)
-    finally:
-        venv.close()
