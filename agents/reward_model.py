@@ -70,7 +70,9 @@ class RewardModelConfig:
         l2_init: Initial L2 strength.
         l2_ratio_range: Target range of validation/training loss.
         l2_step: Multiplicative L2 change per fit when outside the range.
-        output_std: Standard deviation of the reward handed to the agent.
+        output_std: Scale of the reward handed to the agent: each member's output is
+            normalised to this standard deviation before the members are averaged (the
+            paper's order), so the average's spread is at most ``output_std``.
         leaky_relu_slope: Negative slope of the activations.
     """
 

@@ -24,6 +24,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from prefbench.agents.config import ConfigError
 from prefbench.envs.data import CheckpointError
 from prefbench.envs.registry import Registry
 from prefbench.envs.tasks import TaskSpec
@@ -76,6 +77,10 @@ class RLConfig:
             raise ValueError("rl.gamma must be in (0, 1] and rl.gae_lambda in [0, 1]")
         if self.ent_coef is not None and self.ent_coef < 0:
             raise ValueError(f"rl.ent_coef must be >= 0, got {self.ent_coef}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"rl.learning_rate must be > 0, got {self.learning_rate}")
+        if any(width < 1 for width in self.net_arch):
+            raise ValueError(f"rl.net_arch widths must be >= 1, got {self.net_arch}")
         ALGORITHMS.get(self.algo)  # fail early on an unknown algorithm
 
 
@@ -119,7 +124,11 @@ def build_learner(
     if "batch_size" in params and issubclass(cls, PPO):
         kwargs["batch_size"] = 64
     kwargs.update(config.algo_kwargs)
-    model = cls("MlpPolicy", venv, **kwargs)
+    try:
+        model = cls("MlpPolicy", venv, **kwargs)
+    except (AssertionError, TypeError, ValueError) as exc:
+        # SB3 checks its arguments with asserts; report them as a bad config.
+        raise ConfigError(f"{cls.__name__} rejected its settings: {exc}") from exc
     if log_dir is not None:
         formats = ["csv"] + (["tensorboard"] if importlib.util.find_spec("tensorboard") else [])
         model.set_logger(configure(str(log_dir), formats))

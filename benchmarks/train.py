@@ -7,7 +7,7 @@ A run folder holds:
   return of the deterministic policy on fresh episodes, reward-model accuracy on fresh
   oracle-labelled pairs from those episodes, wall time, and the agent's own metrics;
 * ``checkpoints/``: what the agent saves (policy, reward model, label dataset);
-* ``tb/``: TensorBoard logs of the RL learner;
+* ``rl_log/``: the RL learner's own log (CSV, and TensorBoard when installed);
 * ``summary.json``: written last, so its presence marks a finished run.
 
 Every file is written to a temporary name and renamed into place, so a killed run never
@@ -167,11 +167,13 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def run_name(cfg: TrainConfig, uses_teacher: bool) -> str:
     """Folder name of a run: ``task-agent-teacher-labels-sSEED``."""
-    agent = cfg.agent.replace(":", ".").replace("/", "_")
-    task = cfg.task.replace(":", ".").replace("/", "_")
+
+    def clean(name: str) -> str:
+        return name.replace(":", ".").replace("/", "_").replace("\\", "_")
+
     if uses_teacher:
-        return f"{task}-{agent}-{cfg.teacher}-{cfg.labels}-s{cfg.seed}"
-    return f"{task}-{agent}-s{cfg.seed}"
+        return f"{clean(cfg.task)}-{clean(cfg.agent)}-{clean(cfg.teacher)}-{cfg.labels}-s{cfg.seed}"
+    return f"{clean(cfg.task)}-{clean(cfg.agent)}-s{cfg.seed}"
 
 
 class RunReporter:
@@ -223,11 +225,10 @@ class RunReporter:
         metrics: Mapping[str, float] | None = None,
     ) -> None:
         """See :class:`prefbench.agents.protocol.Reporter`."""
+        # NaN in a metric means "not available" (e.g. no held-out labels yet); losses
+        # that diverge are caught where they are computed.
         for key, value in (metrics or {}).items():
-            value = float(value)
-            if math.isnan(value) and key.endswith("loss"):
-                raise FloatingPointError(f"agent reported NaN {key} at step {step}")
-            self._latest[key] = value
+            self._latest[key] = float(value)
         self._labels = labels
         self._model = reward_model
         self._step = step

@@ -177,7 +177,8 @@ class PreferenceDataset:
         """The last ``n`` labels (all if fewer)."""
         if n >= len(self):
             return self
-        return PreferenceDataset(self.pairs[slice(len(self) - n, None)], self.prefs[-n:])
+        keep = slice(len(self) - max(n, 0), None)
+        return PreferenceDataset(self.pairs[keep], self.prefs[keep])
 
 
 def save_dataset(dataset: PreferenceDataset, path: str | Path) -> None:

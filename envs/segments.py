@@ -60,10 +60,12 @@ def sample_clip_pairs(
 
 
 class TrajectoryStore:
-    """Keeps the most recent finished trajectories, up to a number of steps.
+    """Keeps the most recent finished trajectories, about ``max_steps`` steps of them.
 
     Args:
-        max_steps: Oldest trajectories are dropped once the total exceeds this.
+        max_steps: The oldest trajectory is dropped while the others alone still hold at
+            least ``max_steps`` steps, so the store holds the fewest newest trajectories
+            that reach ``max_steps`` (it may exceed it by less than one trajectory).
     """
 
     def __init__(self, max_steps: int) -> None:
@@ -86,7 +88,9 @@ class TrajectoryStore:
     def recent(self, n: int | None = None) -> list[Trajectory]:
         """The ``n`` most recent trajectories (all if ``None``), oldest first."""
         items = list(self._trajs)
-        return items if n is None else items[-n:]
+        if n is None:
+            return items
+        return items[len(items) - n :] if n > 0 else []
 
     @property
     def steps(self) -> int:

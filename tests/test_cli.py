@@ -1,0 +1,189 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prefbench.agents import AGENTS
+from prefbench.benchmarks.cli import main
+from prefbench.envs.tasks import TASKS
+from prefbench.envs.teachers import BPREF_TEACHERS
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_tasks(capsys):
+    code, out, err = run(capsys, "list", "tasks")
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    for name in TASKS:
+        assert any(line.split()[0] == name for line in lines[1:])
+    pendulum = next(line for line in lines if line.startswith("pendulum "))
+    assert pendulum.split() == ["pendulum", "Pendulum-v1", "200", "30"]
+
+
+def test_list_agents(capsys):
+    code, out, _ = run(capsys, "list", "agents")
+    assert code == 0
+    listed = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert listed == set(AGENTS)
+    pref = next(line for line in out.splitlines() if line.startswith("pref-ppo "))
+    assert "teacher" in pref
+    ppo = next(line for line in out.splitlines() if line.startswith("ppo "))
+    assert "teacher" not in ppo
+
+
+def test_list_teachers(capsys):
+    code, out, _ = run(capsys, "list", "teachers")
+    assert code == 0
+    listed = [line.split()[0] for line in out.splitlines()[1:]]
+    assert listed == list(BPREF_TEACHERS)
+    myopic = next(line for line in out.splitlines() if line.startswith("myopic"))
+    assert "0.9" in myopic.split()
+
+
+def train_args(tmp_path, *extra, task="pendulum", agent="pref-ppo"):
+    return [
+        "train",
+        "--task",
+        task,
+        "--agent",
+        agent,
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-progress",
+        "--steps",
+        "100",
+        "--labels",
+        "10",
+        *extra,
+    ]
+
+
+ERROR_CASES = {
+    "unknown task": dict(task="nope"),
+    "unknown task import path": dict(task="nope_module_xyz:TASK"),
+    "task path to a non-task": dict(task="prefbench.envs.tasks:CLIP_SECONDS"),
+    "unknown agent": dict(agent="nope"),
+    "unknown teacher": dict(extra=("--teacher", "nope")),
+    "steps 0": dict(extra=("--steps", "0")),
+    "labels 0": dict(extra=("--labels", "0")),
+    "negative seed": dict(extra=("--seed", "-1")),
+    "bad set key": dict(extra=("--set", "rl.nope=1")),
+    "bad set value": dict(extra=("--set", "rl.n_envs=abc")),
+    "invalid set value": dict(extra=("--set", "rl.n_envs=0")),
+    "malformed set": dict(extra=("--set", "novalue")),
+    "set on agent without config": dict(agent="random", extra=("--set", "rl.n_envs=2")),
+    "eval episodes 0": dict(extra=("--eval-episodes", "0")),
+    "negative eval every": dict(extra=("--eval-every", "-5")),
+    "threads 0": dict(extra=("--threads", "0")),
+    "bad device": dict(extra=("--device", "not-a-device")),
+    "unknown algo kwarg": dict(extra=("--set", 'rl.algo_kwargs={"bogus": 1}')),
+    "algo kwarg the learner rejects": dict(extra=("--set", 'rl.algo_kwargs={"batch_size": 1}')),
+    "teacher path to a non-teacher": dict(
+        extra=("--teacher", "prefbench.envs.teachers:BPREF_TEACHERS")
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_train_errors_exit_2_with_one_line(case, capsys, tmp_path):
+    spec = ERROR_CASES[case]
+    argv = train_args(
+        tmp_path,
+        *spec.get("extra", ()),
+        task=spec.get("task", "pendulum"),
+        agent=spec.get("agent", "pref-ppo"),
+    )
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (out, err)
+    assert err.startswith("prefbench: error:")
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert not list((tmp_path / "runs").glob("*/summary.json"))
+
+
+def test_unknown_ids_name_valid_choices(capsys, tmp_path):
+    _, _, err = run(capsys, *train_args(tmp_path, task="nope"))
+    assert "'nope'" in err and "pendulum" in err
+    _, _, err = run(capsys, *train_args(tmp_path, agent="nope"))
+    assert "pref-ppo" in err
+    _, _, err = run(capsys, *train_args(tmp_path, "--teacher", "nope"))
+    assert "oracle" in err and "myopic" in err
+
+
+def test_cuda_device_unavailable(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    code, _, err = run(capsys, *train_args(tmp_path, "--device", "cuda"))
+    assert code == 2 and err.startswith("prefbench: error:") and err.count("\n") == 1
+
+
+def test_unwritable_out(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a regular file")
+    argv = [
+        "train",
+        "--task",
+        "pendulum",
+        "--agent",
+        "pref-ppo",
+        "--out",
+        str(blocker / "sub"),
+        "--steps",
+        "100",
+        "--labels",
+        "10",
+        "--no-progress",
+    ]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("prefbench: error:") and err.count("\n") == 1
+    assert blocker.read_text() == "a regular file"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["train"],  # missing --task
+        ["bogus"],
+        ["list"],
+        ["list", "nothing"],
+        ["train", "--task", "pendulum", "--steps", "many"],
+        ["train", "--task", "pendulum", "--no-such-flag"],
+    ],
+)
+def test_argparse_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def console_script() -> str:
+    found = shutil.which("prefbench")
+    if found:
+        return found
+    candidate = Path(sys.executable).parent / "prefbench"
+    assert candidate.is_file(), "the prefbench console script is not installed"
+    return str(candidate)
+
+
+def test_console_script_unknown_task(tmp_path):
+    proc = subprocess.run(
+        [console_script(), "train", "--task", "nope", "--out", str(tmp_path), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("prefbench: error:")
+    assert proc.stderr.count("\n") == 1
+    assert proc.stdout == ""

@@ -1,0 +1,259 @@
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prefbench.agents.reward_model import RewardModel
+from prefbench.benchmarks.train import TrainConfig, run_name, train
+from prefbench.envs.data import load_dataset
+
+TESTS_DIR = Path(__file__).parent
+PREF_OVERRIDES = (
+    "rl.n_envs=2",
+    "rl.n_steps=256",
+    "loop.update_every=512",
+    "loop.random_steps=1000",
+    "loop.initial_epochs=2",
+)
+COMPARED = ["step", "labels", "eval_true_return", "rm_accuracy"]
+
+
+def pref_config(out: Path) -> TrainConfig:
+    return TrainConfig(
+        task="pendulum",
+        agent="pref-ppo",
+        labels=40,
+        steps=2048,
+        eval_every=1024,
+        eval_episodes=2,
+        accuracy_pairs=50,
+        out=out,
+        progress=False,
+        overrides=PREF_OVERRIDES,
+    )
+
+
+@pytest.fixture(scope="module")
+def pref_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pref")
+    cfg = pref_config(out)
+    summary = train(cfg)
+    return cfg, summary, Path(summary["run_dir"])
+
+
+def test_run_folder_contents(pref_run):
+    cfg, summary, run_dir = pref_run
+    assert run_dir.parent == cfg.out
+    assert run_dir.name == "pendulum-pref-ppo-oracle-40-s0"
+    for name in ("config.json", "metrics.csv", "summary.json", "log.txt"):
+        assert (run_dir / name).is_file(), name
+    assert not list(run_dir.glob("*.tmp"))
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["run"]["task"] == "pendulum" and config["run"]["labels"] == 40
+    assert config["agent_config"]["rl"]["n_envs"] == 2
+    assert config["agent_config"]["rl"]["n_steps"] == 256
+    assert config["agent_config"]["loop"]["update_every"] == 512
+    assert config["clip_length"] == 30
+    assert config["device"] == "cpu"
+    assert "torch" in config["versions"]
+
+    stored = json.loads((run_dir / "summary.json").read_text())
+    assert stored["run_dir"] == str(run_dir)
+    assert stored["labels"] == 40 and stored["label_budget"] == 40
+    assert stored["steps"] == summary["steps"] >= 2048
+    assert stored["teacher"] == "oracle"
+    assert math.isfinite(stored["final_true_return"])
+    assert 0.0 <= stored["final_rm_accuracy"] <= 1.0
+
+
+def test_metrics_csv(pref_run):
+    _, summary, run_dir = pref_run
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert len(metrics) >= 3
+    steps = metrics["step"].to_numpy()
+    labels = metrics["labels"].to_numpy()
+    assert steps[0] == 0 and np.all(np.diff(steps) > 0)
+    assert np.all(np.diff(labels) >= 0)
+    assert labels[0] == 10  # 25% of the budget before RL starts
+    assert labels[-1] == 40
+    acc = metrics["rm_accuracy"].to_numpy()
+    assert np.all((acc >= 0) & (acc <= 1))
+    assert np.all(np.isfinite(metrics["eval_true_return"]))
+    assert np.all(metrics["eval_true_return"] < 0)  # pendulum rewards are never positive
+    assert {"rm_train_loss", "rm_val_loss", "wall_time", "train_time"} <= set(metrics.columns)
+    assert metrics["eval_true_return"].iloc[-1] == pytest.approx(summary["final_true_return"])
+
+
+def test_checkpoints_load(pref_run):
+    _, _, run_dir = pref_run
+    ckpt = run_dir / "checkpoints"
+    assert (ckpt / "policy.zip").is_file()
+    model = RewardModel.load(ckpt / "reward_model.pt", device="cpu")
+    data = load_dataset(ckpt / "labels.npz")
+    assert 0 < len(data) <= 40
+    assert data.pairs.clip_length == 30
+    assert data.pairs.obs.shape[1:] == (2, 30, 3)
+    assert data.pairs.acts.shape[1:] == (2, 30, 1)
+    assert set(np.unique(data.prefs)) <= {0.0, 0.5, 1.0}
+    assert model.holdout.shape == (len(data), model.config.ensemble_size)
+    r = model.reward(data.pairs.obs[:, 0].reshape(-1, 3), data.pairs.acts[:, 0].reshape(-1, 1))
+    assert r.shape == (len(data) * 30,) and np.all(np.isfinite(r))
+    acc = model.preference_accuracy(data.pairs, data.prefs)
+    assert 0.0 <= acc <= 1.0
+
+
+def test_same_config_is_reproducible(pref_run, tmp_path):
+    _, _, run_dir = pref_run
+    summary = train(pref_config(tmp_path / "again"))
+    first = pd.read_csv(run_dir / "metrics.csv")[COMPARED]
+    second = pd.read_csv(Path(summary["run_dir"]) / "metrics.csv")[COMPARED]
+    pd.testing.assert_frame_equal(first, second)
+    np.testing.assert_array_equal(
+        load_dataset(run_dir / "checkpoints" / "labels.npz").prefs,
+        load_dataset(Path(summary["run_dir"]) / "checkpoints" / "labels.npz").prefs,
+    )
+
+
+def test_finished_run_is_not_rerun(pref_run):
+    cfg, summary, run_dir = pref_run
+    metrics = run_dir / "metrics.csv"
+    before = metrics.stat().st_mtime_ns
+    again = train(cfg)
+    assert again == json.loads((run_dir / "summary.json").read_text())
+    assert again["wall_time"] == summary["wall_time"]
+    assert metrics.stat().st_mtime_ns == before
+
+
+def test_ppo_baseline(tmp_path):
+    cfg = TrainConfig(
+        task="pendulum",
+        agent="ppo",
+        steps=1024,
+        eval_every=512,
+        eval_episodes=2,
+        out=tmp_path,
+        progress=False,
+        overrides=("rl.n_envs=2", "rl.n_steps=256"),
+    )
+    summary = train(cfg)
+    run_dir = Path(summary["run_dir"])
+    assert run_dir.name == "pendulum-ppo-s0"
+    assert summary["teacher"] is None and summary["label_budget"] == 0
+    assert math.isnan(summary["final_rm_accuracy"])
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["rm_accuracy"].isna().all()
+    assert (metrics["labels"] == 0).all()
+    assert metrics["step"].iloc[-1] >= 1024
+    assert "train_true_return" in metrics.columns
+    assert (run_dir / "checkpoints" / "policy.zip").is_file()
+    assert not (run_dir / "checkpoints" / "reward_model.pt").exists()
+
+
+def test_random_baseline_and_unfinished_folder_restart(tmp_path):
+    cfg = TrainConfig(
+        task="pendulum", agent="random", steps=1000, eval_episodes=2, out=tmp_path, progress=False
+    )
+    stale = tmp_path / "pendulum-random-s0"
+    stale.mkdir(parents=True)
+    (stale / "junk.txt").write_text("left by a killed run")
+    summary = train(cfg)
+    run_dir = Path(summary["run_dir"])
+    assert run_dir == stale
+    assert not (run_dir / "junk.txt").exists()
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["step"].tolist() == [0, 1000]
+    assert metrics["rm_accuracy"].isna().all()
+    assert math.isnan(summary["final_rm_accuracy"])
+    assert summary["steps"] == 1000
+
+
+def test_user_agent_by_import_path(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    cfg = TrainConfig(
+        task="pendulum",
+        agent="plugin_example:MyAgent",
+        steps=500,
+        eval_episodes=2,
+        out=tmp_path,
+        progress=False,
+    )
+    summary = train(cfg)
+    run_dir = Path(summary["run_dir"])
+    assert run_dir.name == "pendulum-plugin_example.MyAgent-s0"
+    assert (run_dir / "checkpoints" / "plugin.txt").read_text() == "saved"
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["step"].tolist() == [0, 500]
+    assert metrics["plugin_metric"].iloc[-1] == 1.5
+    assert summary["label_budget"] == 0
+
+
+def test_run_name_has_no_path_separators_for_import_paths():
+    cfg = TrainConfig(
+        task="mypkg.tasks:TASK",
+        agent="mypkg.agents:Agent",
+        teacher="mypkg.teachers:Teacher",
+        labels=10,
+    )
+    name = run_name(cfg, uses_teacher=True)
+    assert ":" not in name and "/" not in name
+    assert name.startswith("mypkg.tasks.TASK-mypkg.agents.Agent-")
+
+
+def test_small_label_budget_completes(tmp_path):
+    # With 1 initial label, every member may keep it for training (no held-out labels,
+    # P = (1 - 1/e)^3 ~ 0.25; so it is for seed 0). The validation loss is then undefined,
+    # which is not a divergence: the run must finish.
+    cfg = TrainConfig(
+        task="pendulum",
+        agent="pref-ppo",
+        labels=4,
+        steps=512,
+        eval_every=512,
+        eval_episodes=1,
+        accuracy_pairs=20,
+        out=tmp_path,
+        progress=False,
+        seed=0,
+        overrides=(
+            "rl.n_envs=2",
+            "rl.n_steps=256",
+            "loop.update_every=256",
+            "loop.random_steps=400",
+            "loop.initial_epochs=1",
+        ),
+    )
+    summary = train(cfg)
+    assert summary["labels"] == 4
+    assert (Path(summary["run_dir"]) / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("agent", ["pref-a2c", "pref-trpo"])
+def test_other_preference_learners_run(agent, tmp_path):
+    cfg = TrainConfig(
+        task="pendulum",
+        agent=agent,
+        labels=20,
+        steps=1024,
+        eval_every=512,
+        eval_episodes=1,
+        accuracy_pairs=20,
+        out=tmp_path,
+        progress=False,
+        seed=1,
+        overrides=(
+            "rl.n_envs=2",
+            "rl.n_steps=256",
+            "loop.update_every=512",
+            "loop.random_steps=400",
+            "loop.initial_epochs=1",
+        ),
+    )
+    summary = train(cfg)
+    assert summary["labels"] == 20 and summary["steps"] >= 1024
+    assert 0.0 <= summary["final_rm_accuracy"] <= 1.0
+    config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
+    assert config["agent_config"]["rl"]["algo"] == agent.removeprefix("pref-")
