@@ -10,7 +10,6 @@ entropy term, so ``ent_coef`` only reaches PPO and A2C.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,7 +100,7 @@ def build_learner(
         venv: Training environments.
         seed: Learner seed.
         device: Torch device of the policy.
-        log_dir: Where SB3 writes its training log (CSV, plus TensorBoard when installed).
+        log_dir: Where SB3 writes its training log (CSV and TensorBoard).
     """
     cls = ALGORITHMS.get(config.algo)
     params = inspect.signature(cls.__init__).parameters
@@ -130,8 +129,7 @@ def build_learner(
         # SB3 checks its arguments with asserts; report them as a bad config.
         raise ConfigError(f"{cls.__name__} rejected its settings: {exc}") from exc
     if log_dir is not None:
-        formats = ["csv"] + (["tensorboard"] if importlib.util.find_spec("tensorboard") else [])
-        model.set_logger(configure(str(log_dir), formats))
+        model.set_logger(configure(str(log_dir), ["csv", "tensorboard"]))
     return model
 
 

@@ -1,6 +1,8 @@
 """The ``prefbench`` command line.
 
-``prefbench train``: one run; ``prefbench list tasks|agents|teachers``: what is registered;
+``prefbench run SUITE``: every cell of a suite, then the results table;
+``prefbench report DIR``: tables and plots of a results folder; ``prefbench train``: one
+run; ``prefbench list tasks|agents|teachers|suites``: what is registered;
 ``prefbench perf reward-model|overhead``: throughput and overhead figures. Bad input ends
 with a one-line ``prefbench: error: ...`` and exit status 2.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
 from pathlib import Path
 
 EXIT_USAGE = 2
@@ -45,8 +48,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    ls = sub.add_parser("list", help="list registered tasks, agents or teachers")
-    ls.add_argument("what", choices=["tasks", "agents", "teachers"])
+    ls = sub.add_parser("list", help="list registered tasks, agents, teachers or suites")
+    ls.add_argument("what", choices=["tasks", "agents", "teachers", "suites"])
+
+    r = sub.add_parser("run", help="run every cell of a suite (resumable), then print the table")
+    r.add_argument("suite", help="suite id (see `prefbench list suites`) or pkg.mod:SUITE")
+    r.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the suite's)")
+    r.add_argument("--workers", type=int, default=None, help="parallel cells (default: CPU cores)")
+    r.add_argument("--backend", default="local", help="local (worker processes) or ray")
+    r.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start one)")
+    r.add_argument("--out", type=Path, default=None, help="results folder (default: runs/SUITE)")
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    rep = sub.add_parser("report", help="tables (Markdown, LaTeX) and plots of a results folder")
+    rep.add_argument("results", type=Path)
 
     p = sub.add_parser("perf", help="measure throughput")
     psub = p.add_subparsers(dest="perf", required=True)
@@ -83,6 +98,12 @@ def _cmd_list(what: str) -> None:
         for name in AGENTS:
             spec = AGENTS.get(name)
             print(f"{name:12} {'teacher' if spec.uses_teacher else '       '}  {spec.description}")
+    elif what == "suites":
+        from prefbench.benchmarks.suites import SUITES
+
+        for name in SUITES:
+            suite = SUITES.get(name)
+            print(f"{name:24} {len(suite.cells()):4d} cells  {suite.description}")
     else:
         from prefbench.envs.teachers import teacher_table
 
@@ -123,6 +144,37 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from prefbench.benchmarks.report import write_report
+    from prefbench.benchmarks.runner import run_suite
+    from prefbench.benchmarks.suites import SUITES
+
+    suite = SUITES.get(args.suite)
+    out = args.out or Path("runs") / suite.name.replace(":", ".")
+    start = time.perf_counter()
+    outcome = run_suite(
+        suite,
+        out,
+        seeds=args.seeds,
+        workers=args.workers,
+        backend=args.backend,
+        ray_address=args.ray_address,
+        command="prefbench " + shlex.join(sys.argv[1:]),
+        show_progress=not args.no_progress,
+    )
+    wall = time.perf_counter() - start
+    if outcome.finished + outcome.skipped:
+        print(write_report(out))
+    print(
+        f"suite {suite.name}: {outcome.total} cells, {outcome.skipped} already done, "
+        f"{outcome.finished} run now, {len(outcome.failed)} failed; results in {out} "
+        f"({wall:.0f}s)"
+    )
+    for key in outcome.failed:
+        print(f"failed: {key} (traceback in {out / 'failures' / (key + '.txt')})", file=sys.stderr)
+    return 1 if outcome.failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = _build_parser()
@@ -136,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_list(args.what)
         elif args.command == "train":
             _cmd_train(args)
+        elif args.command == "run":
+            return _cmd_run(args)
+        elif args.command == "report":
+            from prefbench.benchmarks.report import write_report
+
+            print(write_report(args.results), end="")
+            print(f"tables and plots written to {args.results}")
         elif args.command == "perf":
             from prefbench.benchmarks import perf
 

@@ -7,7 +7,8 @@ A run folder holds:
   return of the deterministic policy on fresh episodes, reward-model accuracy on fresh
   oracle-labelled pairs from those episodes, wall time, and the agent's own metrics;
 * ``checkpoints/``: what the agent saves (policy, reward model, label dataset);
-* ``rl_log/``: the RL learner's own log (CSV, and TensorBoard when installed);
+* ``tb/``: TensorBoard curves of the evaluation metrics;
+* ``rl_log/``: the RL learner's own log (CSV and TensorBoard);
 * ``summary.json``: written last, so its presence marks a finished run.
 
 Every file is written to a temporary name and renamed into place, so a killed run never
@@ -25,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 from stable_baselines3.common.vec_env import VecEnv
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from prefbench.agents import AGENTS, Agent, RunContext
@@ -66,6 +68,8 @@ class TrainConfig:
         threads: Torch CPU threads.
         overrides: ``key=value`` agent config overrides.
         progress: Show a progress bar.
+        run_name: Folder name under ``out`` (default: derived from task, agent, teacher,
+            labels and seed).
     """
 
     task: str
@@ -82,6 +86,7 @@ class TrainConfig:
     threads: int = 1
     overrides: tuple[str, ...] = field(default_factory=tuple)
     progress: bool = True
+    run_name: str = ""
 
     def __post_init__(self) -> None:
         checks = [
@@ -184,10 +189,16 @@ class RunReporter:
         cfg: The run config.
         run_dir: Where ``metrics.csv`` goes.
         logger: Progress log.
+        on_progress: Called with the step count at every report.
     """
 
     def __init__(
-        self, agent: Agent, cfg: TrainConfig, run_dir: Path, logger: logging.Logger
+        self,
+        agent: Agent,
+        cfg: TrainConfig,
+        run_dir: Path,
+        logger: logging.Logger,
+        on_progress: Callable[[int], None] | None = None,
     ) -> None:
         self.agent = agent
         self.cfg = cfg
@@ -207,6 +218,8 @@ class RunReporter:
         self._eval_round = 0
         self._step = 0
         self._eval_env: VecEnv | None = None
+        self.on_progress = on_progress
+        self._tb = SummaryWriter(str(run_dir / "tb"))
         self.bar = tqdm(
             total=cfg.steps,
             unit="step",
@@ -233,6 +246,8 @@ class RunReporter:
         self._model = reward_model
         self._step = step
         self.bar.update(max(0, min(step, self.cfg.steps) - self.bar.n))
+        if self.on_progress is not None:
+            self.on_progress(step)
         if step >= self.next_eval:
             self._evaluate(step)
             self.next_eval = (step // self.every + 1) * self.every
@@ -253,6 +268,7 @@ class RunReporter:
         if self._eval_env is not None:
             self._eval_env.close()
             self._eval_env = None
+        self._tb.close()
         self.bar.close()
 
     def _evaluate(self, step: int) -> None:
@@ -282,6 +298,10 @@ class RunReporter:
             **self._latest,
         }
         self.rows.append(row)
+        for key, value in row.items():
+            if key != "step" and math.isfinite(value):
+                self._tb.add_scalar(f"eval/{key}", value, step)
+        self._tb.flush()
         write_csv(self.run_dir / "metrics.csv", self.rows)
         self.bar.set_postfix(
             ret=f"{row['eval_true_return']:.1f}", acc=f"{accuracy:.2f}", labels=self._labels
@@ -308,7 +328,11 @@ def _logger(run_dir: Path) -> logging.Logger:
     return logger
 
 
-def train(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    command: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Run one training job and return its summary.
 
     A finished run folder (one with ``summary.json``) is not run again: its summary is
@@ -326,7 +350,7 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
         if cfg.labels < 1:
             raise ValueError(f"agent {cfg.agent!r} needs labels >= 1, got {cfg.labels}")
     device = str(resolve_device(cfg.device))
-    run_dir = cfg.out / run_name(cfg, spec.uses_teacher)
+    run_dir = cfg.out / (cfg.run_name or run_name(cfg, spec.uses_teacher))
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
@@ -363,7 +387,7 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
         "cwd": os.getcwd(),
     }
     write_json(run_dir / "config.json", config_record)
-    reporter = RunReporter(agent, cfg, run_dir, logger)
+    reporter = RunReporter(agent, cfg, run_dir, logger, on_progress)
     try:
         agent.learn(reporter)
         reporter.finish()

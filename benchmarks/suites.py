@@ -1,0 +1,334 @@
+"""Suites: declarative grids of (task, agent, teacher, label budget, seed) cells.
+
+A suite is data: a frozen :class:`Suite` listing its tasks, the agents with their label
+budgets and teachers, step budgets and seeds. ``Suite.cells()`` expands the grid. Each
+:class:`Cell` has an identity derived from everything that shapes its numbers (task,
+agent, teacher, labels, seed, steps, overrides, evaluation settings), so changing a
+cell's config gives it a new folder instead of mixing old and new results.
+
+Register a suite with :func:`register_suite`, or pass ``package.module:SUITE`` to
+``prefbench run``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from prefbench.agents import AGENTS
+from prefbench.benchmarks.train import TrainConfig
+from prefbench.envs.registry import Registry
+from prefbench.envs.tasks import get_task
+from prefbench.envs.teachers import TEACHERS
+
+#: Bumped when the meaning of a cell's fields or of the results layout changes.
+SUITE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    """One agent of a suite.
+
+    Attributes:
+        agent: Agent id or import path.
+        labels: Label budgets (preference agents); empty for agents without a teacher.
+        teachers: Teacher ids; empty means the suite's teachers.
+        overrides: ``key=value`` config overrides for this agent.
+        label: Name in tables and plots (defaults to ``agent``).
+    """
+
+    agent: str
+    labels: tuple[int, ...] = ()
+    teachers: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        """Display name."""
+        return self.label or self.agent
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a suite.
+
+    Attributes:
+        suite: Suite name.
+        task: Task id.
+        agent: Agent id or import path.
+        agent_name: Display name of the agent entry.
+        teacher: Teacher id, or ``""`` for agents without a teacher.
+        labels: Label budget (0 without a teacher).
+        seed: Seed.
+        steps: Environment steps.
+        overrides: Agent config overrides.
+        eval_every: Steps between evaluations.
+        eval_episodes: Episodes per evaluation.
+    """
+
+    suite: str
+    task: str
+    agent: str
+    agent_name: str
+    teacher: str
+    labels: int
+    seed: int
+    steps: int
+    overrides: tuple[str, ...] = ()
+    eval_every: int = 0
+    eval_episodes: int = 5
+
+    @property
+    def key(self) -> str:
+        """Stable identity: readable prefix plus a hash of every field that shapes results."""
+        fields = asdict(self)
+        fields.pop("suite")
+        fields.pop("agent_name")
+        digest = hashlib.sha256(
+            json.dumps({"format": SUITE_FORMAT, **fields}, sort_keys=True).encode()
+        ).hexdigest()[:10]
+        who = self.agent.replace(":", ".").replace("/", "_")
+        teacher = f"-{self.teacher}-{self.labels}" if self.teacher else ""
+        return f"{self.task}-{who}{teacher}-s{self.seed}-{digest}"
+
+    def train_config(self, out: Path, threads: int = 1) -> TrainConfig:
+        """The single-run config of this cell, writing into ``out / key``."""
+        return TrainConfig(
+            task=self.task,
+            agent=self.agent,
+            teacher=self.teacher or "oracle",
+            labels=self.labels,
+            steps=self.steps,
+            seed=self.seed,
+            out=out,
+            eval_every=self.eval_every,
+            eval_episodes=self.eval_episodes,
+            threads=threads,
+            overrides=self.overrides,
+            progress=False,
+            run_name=self.key,
+        )
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A grid of runs.
+
+    Attributes:
+        name: Suite id.
+        description: One line for ``prefbench list suites``.
+        tasks: Task ids.
+        agents: Agents with their label budgets.
+        teachers: Default teachers of the preference agents.
+        steps: Environment steps per task id (``"*"``: all other tasks).
+        seeds: Seeds per cell (``--seeds`` overrides).
+        eval_every: Steps between evaluations (0: a tenth of the run).
+        eval_episodes: Episodes per evaluation.
+        version: Bumped when a change to the suite makes old results incomparable.
+        reference_agent: Agent name scored 1 when normalising (true-reward RL).
+        floor_agent: Agent name scored 0 when normalising (random policy).
+    """
+
+    name: str
+    description: str
+    tasks: tuple[str, ...]
+    agents: tuple[AgentEntry, ...]
+    teachers: tuple[str, ...] = ("oracle",)
+    steps: dict[str, int] = field(default_factory=dict)
+    seeds: int = 3
+    eval_every: int = 0
+    eval_episodes: int = 5
+    version: int = 1
+    reference_agent: str = "ppo"
+    floor_agent: str = "random"
+
+    def steps_for(self, task: str) -> int:
+        """Step budget of ``task``."""
+        if task in self.steps:
+            return self.steps[task]
+        if "*" in self.steps:
+            return self.steps["*"]
+        raise ValueError(f"suite {self.name!r} has no step budget for task {task!r}")
+
+    def validate(self) -> None:
+        """Check every id and number up front.
+
+        Raises:
+            UnknownIdError: For an unknown task, agent or teacher.
+            ValueError: For a budget or seed count below 1.
+        """
+        if self.seeds < 1:
+            raise ValueError(f"suite {self.name!r}: seeds must be >= 1, got {self.seeds}")
+        for task in self.tasks:
+            get_task(task)
+            if self.steps_for(task) < 1:
+                raise ValueError(f"suite {self.name!r}: steps for {task} must be >= 1")
+        for entry in self.agents:
+            spec = AGENTS.get(entry.agent)
+            if spec.uses_teacher:
+                if not entry.labels or min(entry.labels) < 1:
+                    raise ValueError(
+                        f"suite {self.name!r}: agent {entry.agent} needs label budgets >= 1, "
+                        f"got {entry.labels}"
+                    )
+                for teacher in entry.teachers or self.teachers:
+                    TEACHERS.get(teacher)
+
+    def cells(self, seeds: int | None = None) -> list[Cell]:
+        """Every cell of the grid, in a stable order."""
+        n_seeds = self.seeds if seeds is None else seeds
+        if n_seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {n_seeds}")
+        self.validate()
+        out = []
+        for task in self.tasks:
+            for entry in self.agents:
+                spec = AGENTS.get(entry.agent)
+                combos = (
+                    [(t, b) for t in (entry.teachers or self.teachers) for b in entry.labels]
+                    if spec.uses_teacher
+                    else [("", 0)]
+                )
+                for teacher, labels in combos:
+                    for seed in range(n_seeds):
+                        out.append(
+                            Cell(
+                                suite=self.name,
+                                task=task,
+                                agent=entry.agent,
+                                agent_name=entry.name,
+                                teacher=teacher,
+                                labels=labels,
+                                seed=seed,
+                                steps=self.steps_for(task),
+                                overrides=entry.overrides,
+                                eval_every=self.eval_every,
+                                eval_episodes=self.eval_episodes,
+                            )
+                        )
+        return out
+
+    def with_seeds(self, seeds: int) -> Suite:
+        """The same suite with another seed count."""
+        return replace(self, seeds=seeds)
+
+
+def _suite_from_import(obj: object, path: str) -> Suite:
+    if isinstance(obj, Suite):
+        return obj
+    raise TypeError(f"{path!r} is not a Suite")
+
+
+SUITES: Registry[Suite] = Registry("suite", _suite_from_import)
+
+
+def register_suite(suite: Suite) -> Suite:
+    """Add a suite to the registry."""
+    return SUITES.register(suite.name, suite)
+
+
+MUJOCO_TASKS = (
+    "hopper",
+    "walker2d",
+    "swimmer",
+    "halfcheetah",
+    "ant",
+    "reacher",
+    "inverted-pendulum",
+    "inverted-double-pendulum",
+)
+
+register_suite(
+    Suite(
+        name="quick",
+        description="a few minutes on 2 CPU cores: Pendulum and HalfCheetah, short budgets, "
+        "preference PPO vs true-reward PPO vs random",
+        tasks=("pendulum", "halfcheetah"),
+        agents=(
+            AgentEntry("pref-ppo", labels=(300,)),
+            AgentEntry("ppo"),
+            AgentEntry("random"),
+        ),
+        steps={"pendulum": 30_000, "halfcheetah": 50_000},
+        seeds=2,
+        eval_every=10_000,
+        eval_episodes=3,
+    )
+)
+
+register_suite(
+    Suite(
+        name="christiano-mujoco",
+        description="the paper's 8 MuJoCo tasks x {350, 700, 1400} labels, TRPO, "
+        "+ true-reward TRPO and random (a cluster's job)",
+        tasks=MUJOCO_TASKS,
+        agents=(
+            AgentEntry("pref-trpo", labels=(350, 700, 1400)),
+            AgentEntry("trpo"),
+            AgentEntry("random"),
+        ),
+        reference_agent="trpo",
+        # REFERENCES.md gives no MuJoCo step budget; 2e6 matches the label-rate constant.
+        steps={"*": 2_000_000},
+        seeds=3,
+    )
+)
+
+register_suite(
+    Suite(
+        name="christiano-mujoco-cpu",
+        description="a CPU-sized subset of christiano-mujoco (about an hour on 2 cores): "
+        "HalfCheetah, Hopper, InvertedPendulum, Reacher with PPO",
+        tasks=("halfcheetah", "hopper", "inverted-pendulum", "reacher"),
+        agents=(
+            AgentEntry("pref-ppo", labels=(350, 700, 1400)),
+            AgentEntry("ppo"),
+            AgentEntry("random"),
+        ),
+        steps={
+            "halfcheetah": 200_000,
+            "hopper": 200_000,
+            "inverted-pendulum": 50_000,
+            "reacher": 100_000,
+        },
+        seeds=3,
+    )
+)
+
+register_suite(
+    Suite(
+        name="teachers",
+        description="the six B-Pref teachers on HalfCheetah, 700 labels, preference PPO",
+        tasks=("halfcheetah",),
+        agents=(
+            AgentEntry(
+                "pref-ppo",
+                labels=(700,),
+                teachers=("oracle", "stochastic", "mistake", "skip", "equal", "myopic"),
+            ),
+            AgentEntry("ppo"),
+            AgentEntry("random"),
+        ),
+        steps={"*": 200_000},
+        seeds=3,
+    )
+)
+
+register_suite(
+    Suite(
+        name="halfcheetah-1500",
+        description="HalfCheetah 300k steps: preference PPO with 1500 oracle labels vs "
+        "true-reward PPO (the core loop's quality check)",
+        tasks=("halfcheetah",),
+        agents=(
+            AgentEntry("pref-ppo", labels=(1500,)),
+            AgentEntry("ppo"),
+            AgentEntry("random"),
+        ),
+        steps={"*": 300_000},
+        seeds=3,
+    )
+)
