@@ -1,5 +1,5 @@
-# The two commands of the README: `make demo` and `make test`. Both create .venv and
-# install what they need on first use.
+# The two commands of the README: `make demo` (the quick benchmark suite, ending with
+# its results table) and `make test`. Both create .venv and install what they need.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,12 +19,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[mujoco,dev]"
+	$(BIN)/python -m pip install -q -e ".[mujoco,dev,ray]"
 	touch $@
 
 demo: install
-	$(BIN)/prefbench train --task halfcheetah --agent pref-ppo --teacher oracle \
-		--labels 500 --steps 50000 --seed 0 --out runs/demo
+	$(BIN)/prefbench run quick --out runs/quick
 
 test: install
 	$(BIN)/python -m pytest -q tests

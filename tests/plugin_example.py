@@ -43,3 +43,68 @@ class NotAnAgent:
 
 
 NOT_A_CLASS = 42
+
+
+class CrashingAgent(MyAgent):
+    """Fails during training (a cell that crashes)."""
+
+    def learn(self, reporter):
+        reporter.report(0)
+        raise RuntimeError("boom: this cell crashes on purpose")
+
+
+_TINY_RL = ("rl.n_envs=2", "rl.n_steps=128")
+_TINY_PREF = (*_TINY_RL, "loop.random_steps=400", "loop.initial_epochs=1")
+
+
+def _suite(name, agents, steps=512, seeds=2, **kw):
+    from prefbench.benchmarks.suites import Suite
+
+    return Suite(
+        name=name,
+        description=name,
+        tasks=("pendulum",),
+        agents=agents,
+        steps={"*": steps},
+        seeds=seeds,
+        eval_every=256,
+        eval_episodes=1,
+        **kw,
+    )
+
+
+def _entries():
+    from prefbench.benchmarks.suites import AgentEntry
+
+    return (
+        AgentEntry("pref-ppo", labels=(10, 20), overrides=_TINY_PREF),
+        AgentEntry("ppo", overrides=_TINY_RL),
+        AgentEntry("random"),
+    )
+
+
+TINY_SUITE = _suite("tiny", _entries())
+OTHER_SUITE = _suite("other", _entries())
+SLOW_SUITE = _suite("slow", _entries(), steps=6144, seeds=2)
+
+
+def _crash_entries():
+    from prefbench.benchmarks.suites import AgentEntry
+
+    return (
+        AgentEntry("plugin_example:CrashingAgent", label="crash"),
+        AgentEntry("ppo", overrides=_TINY_RL),
+        AgentEntry("random"),
+    )
+
+
+CRASH_SUITE = _suite("crash", _crash_entries(), seeds=1)
+
+
+def _zero_budget_entries():
+    from prefbench.benchmarks.suites import AgentEntry
+
+    return (AgentEntry("pref-ppo", labels=(0,)), AgentEntry("random"))
+
+
+ZERO_BUDGET_SUITE = _suite("zero-budget", _zero_budget_entries())

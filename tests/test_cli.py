@@ -187,3 +187,46 @@ def test_console_script_unknown_task(tmp_path):
     assert proc.stderr.startswith("prefbench: error:")
     assert proc.stderr.count("\n") == 1
     assert proc.stdout == ""
+
+
+def test_list_suites(capsys):
+    code, out, _ = run(capsys, "list", "suites")
+    assert code == 0
+    names = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert {"quick", "christiano-mujoco", "christiano-mujoco-cpu", "teachers"} <= names
+
+
+RUN_ERRORS = {
+    "unknown suite": (["run", "nope"], "unknown suite"),
+    "zero seeds": (["run", "quick", "--seeds", "0"], "seeds"),
+    "zero workers": (["run", "quick", "--workers", "0"], "workers"),
+    "bad backend": (["run", "quick", "--backend", "slurm"], "backend"),
+    "zero budget": (["run", "plugin_example:ZERO_BUDGET_SUITE"], "label budgets"),
+    "report of a non-results folder": (["report", "."], "not a prefbench results folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_ERRORS))
+def test_run_and_report_errors_exit_2(case, capsys, monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
+    argv, needle = RUN_ERRORS[case]
+    if argv[0] == "run":
+        argv = [*argv, "--out", str(tmp_path / "res"), "--no-progress"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prefbench: error:")
+    assert needle in lines[0]
+    assert not (tmp_path / "res" / "cells").exists()
+
+
+def test_run_into_another_suites_folder_exits_2(capsys, monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
+    out = tmp_path / "res"
+    out.mkdir()
+    marker = out / "suite.json"
+    marker.write_text('{"suite": "other", "version": 1, "format": 1}')
+    code, _, err = run(capsys, "run", "plugin_example:TINY_SUITE", "--out", str(out))
+    assert code == 2 and "other" in err and err.count("\n") == 1
+    assert marker.read_text() == '{"suite": "other", "version": 1, "format": 1}'
+    assert not (out / "cells").exists()
