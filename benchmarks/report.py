@@ -225,15 +225,22 @@ def plot_curves(records: pd.DataFrame, folder: Path) -> list[Path]:
     paths = []
     for task, g in records.groupby("task", sort=True):
         fig, ax = plt.subplots(figsize=(6, 4))
+        means = []
         for (agent, teacher, labels), s in g.groupby(_group_keys(), sort=True):
             curve = s.groupby("steps")["true_return"].apply(lambda v: mean_ci(v.to_numpy()))
             x = curve.index.to_numpy()
             mean = np.array([m for m, _ in curve])
             half = np.nan_to_num(np.array([h for _, h in curve]))
-            ax.plot(x, mean, label=_series_name(agent, teacher, labels))
+            runs = s["seed"].nunique()
+            ax.plot(x, mean, label=f"{_series_name(agent, teacher, labels)}, {runs} runs")
             ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+            means.append(mean)
+        # With 2-3 seeds a 95% t-interval is wide; frame the means, let bands overflow.
+        lo, hi = float(np.min(np.concatenate(means))), float(np.max(np.concatenate(means)))
+        pad = 0.25 * (hi - lo) or 1.0
+        ax.set_ylim(lo - pad, hi + pad)
         ax.set_xlabel("environment steps")
-        ax.set_ylabel("true return")
+        ax.set_ylabel("true return (mean, 95% CI band)")
         ax.set_title(task)
         ax.legend(fontsize=7)
         fig.tight_layout()
