@@ -20,6 +20,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -215,13 +216,30 @@ def _series_name(agent: str, teacher: str, labels: int) -> str:
     return agent if not teacher else f"{agent} ({teacher}, {labels} labels)"
 
 
-def plot_curves(records: pd.DataFrame, folder: Path) -> list[Path]:
-    """One PNG per task: true return over steps, mean and 95% CI band per agent."""
+def _pyplot() -> Any:
+    """Pyplot on the non-interactive backend (imported late: plotting is optional work)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """Add the legend, write the PNG atomically, close the figure."""
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    _pyplot().close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_curves(records: pd.DataFrame, folder: Path) -> list[Path]:
+    """One PNG per task: true return over steps, mean and 95% CI band per agent."""
+    plt = _pyplot()
     paths = []
     for task, g in records.groupby("task", sort=True):
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -242,23 +260,13 @@ def plot_curves(records: pd.DataFrame, folder: Path) -> list[Path]:
         ax.set_xlabel("environment steps")
         ax.set_ylabel("true return (mean, 95% CI band)")
         ax.set_title(task)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = folder / f"curves_{task}.png"
-        fig.savefig(path.with_suffix(".tmp.png"), dpi=100)
-        plt.close(fig)
-        path.with_suffix(".tmp.png").replace(path)
-        paths.append(path)
+        paths.append(_save(fig, ax, folder / f"curves_{task}.png"))
     return paths
 
 
 def plot_labels(records: pd.DataFrame, folder: Path) -> list[Path]:
     """One PNG per task with several label budgets: final normalised score vs labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     final = final_rows(records)
     prefs = final[final["label_budget"] > 0]
     paths = []
@@ -285,13 +293,7 @@ def plot_labels(records: pd.DataFrame, folder: Path) -> list[Path]:
         ax.set_xlabel("labels")
         ax.set_ylabel("normalised final score")
         ax.set_title(task)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = folder / f"labels_{task}.png"
-        fig.savefig(path.with_suffix(".tmp.png"), dpi=100)
-        plt.close(fig)
-        path.with_suffix(".tmp.png").replace(path)
-        paths.append(path)
+        paths.append(_save(fig, ax, folder / f"labels_{task}.png"))
     return paths
 
 

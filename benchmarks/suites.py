@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prefbench.agents import AGENTS
 from prefbench.benchmarks.train import TrainConfig
-from prefbench.envs.registry import Registry
+from prefbench.envs.registry import Registry, instance_of
 from prefbench.envs.tasks import get_task
 from prefbench.envs.teachers import TEACHERS
 
@@ -211,18 +211,8 @@ class Suite:
                         )
         return out
 
-    def with_seeds(self, seeds: int) -> Suite:
-        """The same suite with another seed count."""
-        return replace(self, seeds=seeds)
 
-
-def _suite_from_import(obj: object, path: str) -> Suite:
-    if isinstance(obj, Suite):
-        return obj
-    raise TypeError(f"{path!r} is not a Suite")
-
-
-SUITES: Registry[Suite] = Registry("suite", _suite_from_import)
+SUITES: Registry[Suite] = Registry("suite", instance_of(Suite))
 
 
 def register_suite(suite: Suite) -> Suite:

@@ -45,6 +45,17 @@ def import_object(path: str) -> object:
     return obj
 
 
+def instance_of(cls: type[T]) -> Callable[[object, str], T]:
+    """A ``from_import`` check for registries whose entries are instances of ``cls``."""
+
+    def check(obj: object, path: str) -> T:
+        if isinstance(obj, cls):
+            return obj
+        raise TypeError(f"{path!r} is not a {cls.__name__}")
+
+    return check
+
+
 class Registry(Generic[T]):
     """Maps ids to entries; ids containing ``:`` are resolved as import paths.
 

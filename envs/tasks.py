@@ -17,7 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from prefbench.envs.registry import Registry
+from prefbench.envs.registry import Registry, instance_of
 
 #: Simulated seconds per clip in the paper's MuJoCo experiments.
 CLIP_SECONDS = 1.5
@@ -138,13 +138,7 @@ class TaskSpec:
             env.close()
 
 
-def _task_from_import(obj: object, path: str) -> TaskSpec:
-    if isinstance(obj, TaskSpec):
-        return obj
-    raise TypeError(f"{path!r} is not a TaskSpec")
-
-
-TASKS: Registry[TaskSpec] = Registry("task", _task_from_import)
+TASKS: Registry[TaskSpec] = Registry("task", instance_of(TaskSpec))
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
