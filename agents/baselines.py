@@ -9,7 +9,16 @@ import numpy as np
 
 from prefbench.agents.protocol import AgentSpec, Reporter, RunContext, register_agent
 from prefbench.agents.reward_wrapper import RewardVecEnv
-from prefbench.agents.rl import RLConfig, RolloutEndCallback, build_learner
+from prefbench.agents.rl import (
+    RLConfig,
+    RolloutEndCallback,
+    build_learner,
+    learn_until,
+    read_state,
+    restore_learner,
+    write_state,
+)
+from prefbench.envs.data import CheckpointError
 from prefbench.envs.rollout import make_vec_env, random_actions
 from prefbench.envs.seeding import make_rng, stream_seed
 from prefbench.envs.teachers import Teacher
@@ -53,7 +62,8 @@ class TrueRewardAgent:
 
     def learn(self, reporter: Reporter) -> None:
         """Train on the true reward for ``ctx.total_steps`` steps."""
-        reporter.report(0)
+        if self.learner.num_timesteps == 0:
+            reporter.report(0)
 
         def after_rollout(step: int) -> None:
             returns = [t.true_return for t in self.venv.pop_finished()]
@@ -61,7 +71,22 @@ class TrueRewardAgent:
                 step, metrics={"train_true_return": float(np.mean(returns))} if returns else None
             )
 
-        self.learner.learn(self.ctx.total_steps, callback=RolloutEndCallback(after_rollout))
+        learn_until(self.learner, self.ctx.total_steps, RolloutEndCallback(after_rollout))
+
+    def save_state(self, directory: Path) -> None:
+        """Write the policy and step count to continue training."""
+        self.save(directory)
+        write_state(directory / "state.json", {"step": int(self.learner.num_timesteps)})
+
+    def load_state(self, directory: Path) -> int:
+        """Restore what :meth:`save_state` wrote; returns the steps already taken."""
+        state = read_state(directory / "state.json")
+        try:
+            step = int(state["step"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{directory} holds an inconsistent agent state: {exc}") from exc
+        restore_learner(self.learner, directory / "policy.zip", step)
+        return step
 
     def predict(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic policy actions."""

@@ -27,8 +27,22 @@ from prefbench.agents.protocol import AgentSpec, Reporter, RunContext, register_
 from prefbench.agents.query import SELECTORS, DisagreementSelector, QuerySelector
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig
 from prefbench.agents.reward_wrapper import RewardVecEnv
-from prefbench.agents.rl import RLConfig, RolloutEndCallback, build_learner
-from prefbench.envs.data import PreferenceDataset, Trajectory, save_dataset
+from prefbench.agents.rl import (
+    RLConfig,
+    RolloutEndCallback,
+    build_learner,
+    learn_until,
+    read_state,
+    restore_learner,
+    write_state,
+)
+from prefbench.envs.data import (
+    CheckpointError,
+    PreferenceDataset,
+    Trajectory,
+    load_dataset,
+    save_dataset,
+)
 from prefbench.envs.rollout import collect_random, make_vec_env
 from prefbench.envs.seeding import make_rng, stream_seed
 from prefbench.envs.segments import TrajectoryStore
@@ -183,6 +197,7 @@ class PreferenceAgent:
         self._next_update = self._update_every
         self._fit_metrics: dict[str, float] = {}
         self._train_returns: list[float] = []
+        self._resumed = False
 
     # ------------------------------------------------------------------ labels
     def _query(self, trajectories: list[Trajectory], n: int, use_model: bool) -> None:
@@ -224,7 +239,14 @@ class PreferenceAgent:
 
     # ---------------------------------------------------------------- training
     def learn(self, reporter: Reporter) -> None:
-        """Initial labels from a random policy, then RL on the learned reward."""
+        """Initial labels from a random policy, then RL on the learned reward.
+
+        After :meth:`load_state`, training goes on from the restored step instead.
+        """
+        callback = RolloutEndCallback(lambda s: self._after_rollout(s, reporter))
+        if self._resumed:
+            learn_until(self.learner, self.ctx.total_steps, callback)
+            return
         loop, task = self.config.loop, self.ctx.task
         random_steps = loop.random_steps or max(4 * task.horizon, 8000)
         random_trajs = collect_random(
@@ -241,10 +263,7 @@ class PreferenceAgent:
         reporter.report(
             0, labels=self.labels_asked, reward_model=self.reward_model, metrics=self._fit_metrics
         )
-        self.learner.learn(
-            self.ctx.total_steps,
-            callback=RolloutEndCallback(lambda s: self._after_rollout(s, reporter)),
-        )
+        learn_until(self.learner, self.ctx.total_steps, callback)
 
     def _after_rollout(self, step: int, reporter: Reporter) -> None:
         finished = self.venv.pop_finished()
@@ -266,6 +285,43 @@ class PreferenceAgent:
             step, labels=self.labels_asked, reward_model=self.reward_model, metrics=metrics
         )
 
+    def save_state(self, directory: Path) -> None:
+        """Write the policy, reward model, labels and loop state to continue training."""
+        self.save(directory)
+        state = {
+            "step": int(self.learner.num_timesteps),
+            "labels_asked": self.labels_asked,
+            "next_update": self._next_update,
+            "fit_metrics": self._fit_metrics,
+            "query_rng": self.query_rng.bit_generator.state,
+            "teacher_rng": _rng_state(self.teacher),
+        }
+        write_state(directory / "state.json", state)
+
+    def load_state(self, directory: Path) -> int:
+        """Restore what :meth:`save_state` wrote; returns the steps already taken."""
+        state = read_state(directory / "state.json")
+        try:
+            step = int(state["step"])
+            self.labels_asked = int(state["labels_asked"])
+            self._next_update = int(state["next_update"])
+            self._fit_metrics = {k: float(v) for k, v in state["fit_metrics"].items()}
+            self.query_rng.bit_generator.state = state["query_rng"]
+            if state["teacher_rng"] is not None:
+                self.teacher.rng.bit_generator.state = state["teacher_rng"]  # type: ignore[attr-defined]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{directory} holds an inconsistent agent state: {exc}") from exc
+        model = RewardModel.load(directory / "reward_model.pt", device=self.reward_model.device)
+        if model.config != self.reward_model.config:
+            raise CheckpointError(f"{directory} holds a reward model of another config")
+        self.reward_model = model
+        self.venv.reward_fn = model.reward
+        if (directory / "labels.npz").is_file():
+            self.dataset = load_dataset(directory / "labels.npz")
+        restore_learner(self.learner, directory / "policy.zip", step)
+        self._resumed = True
+        return step
+
     def predict(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic policy actions for a batch of observations."""
         return self.learner.predict(obs, deterministic=True)[0]
@@ -277,6 +333,11 @@ class PreferenceAgent:
         self.reward_model.save(directory / "reward_model.pt")
         if self.dataset is not None:
             save_dataset(self.dataset, directory / "labels.npz")
+
+
+def _rng_state(teacher: Teacher) -> dict | None:
+    rng = getattr(teacher, "rng", None)
+    return rng.bit_generator.state if isinstance(rng, np.random.Generator) else None
 
 
 for _algo in ("ppo", "a2c", "trpo"):

@@ -106,6 +106,24 @@ class Agent(Protocol):
         ...
 
 
+@runtime_checkable
+class Resumable(Protocol):
+    """An agent whose training can stop and go on from a saved state.
+
+    The runner calls :meth:`save_state` after evaluations and, when an unfinished run is
+    started again, :meth:`load_state` before :meth:`Agent.learn`, which then trains only
+    the remaining steps.
+    """
+
+    def save_state(self, directory: Path) -> None:
+        """Write everything needed to continue training into ``directory``."""
+        ...
+
+    def load_state(self, directory: Path) -> int:
+        """Restore from ``directory``; returns the environment steps already taken."""
+        ...
+
+
 @dataclass(frozen=True)
 class AgentSpec:
     """A registered agent: the class and its default config.

@@ -18,6 +18,7 @@ labels (``(K, B)`` index arrays gather each member's pairs). Defaults follow the
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -503,7 +504,11 @@ class RewardModel:
 
     # -------------------------------------------------------------- checkpoints
     def save(self, path: str | Path) -> None:
-        """Write the model (weights, normalisation, L2, holdout flags, config) to ``path``."""
+        """Write the model and its training state to ``path``.
+
+        Saved: weights, normalisation, L2 strengths, holdout flags, config, and the
+        optimiser moments and random generator needed to go on training where it stopped.
+        """
         path = Path(path)
         payload = {
             "format": FORMAT,
@@ -515,6 +520,8 @@ class RewardModel:
             "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
             "l2": torch.as_tensor(self.l2),
             "holdout": torch.as_tensor(self.holdout),
+            "optimizer": self.optimizer.state_dict(),
+            "rng_state": json.dumps(self._rng.bit_generator.state),
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(payload, tmp)
@@ -556,6 +563,8 @@ class RewardModel:
             model._numpy_net = None
             model.l2 = payload["l2"].numpy().astype(np.float64)
             model.holdout = payload["holdout"].numpy().astype(bool)
+            model.optimizer.load_state_dict(payload["optimizer"])
+            model._rng.bit_generator.state = json.loads(payload["rng_state"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{path} does not hold a consistent reward model: {exc}") from exc
         return model

@@ -11,6 +11,7 @@ entropy term, so ``ent_coef`` only reaches PPO and A2C.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from prefbench.agents.config import ConfigError
 from prefbench.envs.data import CheckpointError
 from prefbench.envs.registry import Registry
 from prefbench.envs.tasks import TaskSpec
+
+STATE_FORMAT = "prefbench.agent_state.v1"
 
 
 def _algo_from_import(obj: object, path: str) -> type[OnPolicyAlgorithm]:
@@ -149,6 +152,53 @@ def load_policy(path: str | Path, algo: str = "ppo", device: str = "cpu") -> OnP
         raise CheckpointError(
             f"{path} is not a readable {algo} policy ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def restore_learner(learner: OnPolicyAlgorithm, path: Path, step: int) -> None:
+    """Load saved parameters and optimiser state into ``learner`` and set its step count.
+
+    Raises:
+        CheckpointError: If the file does not fit the learner.
+    """
+    try:
+        learner.set_parameters(str(path), exact_match=True, device=learner.device)
+    except Exception as exc:  # noqa: BLE001 - SB3 raises many kinds for a bad archive
+        raise CheckpointError(
+            f"{path} does not fit this learner ({type(exc).__name__}: {exc})"
+        ) from exc
+    learner.num_timesteps = step
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Write an agent's JSON training state atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"format": STATE_FORMAT, **state}))
+    tmp.replace(path)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """Read a state written by :func:`write_state`.
+
+    Raises:
+        CheckpointError: If it is missing, unreadable or of another format.
+    """
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read agent state {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a prefbench agent state")
+    return state
+
+
+def learn_until(learner: OnPolicyAlgorithm, total_steps: int, callback: BaseCallback) -> None:
+    """Train until ``total_steps`` environment steps, continuing a restored learner.
+
+    A restored learner starts fresh episodes (environment state is not saved).
+    """
+    done = learner.num_timesteps
+    if done < total_steps:
+        learner.learn(total_steps - done, callback=callback, reset_num_timesteps=done == 0)
 
 
 class RolloutEndCallback(BaseCallback):

@@ -8,7 +8,8 @@ Layout of a results folder::
     OUT/records.csv         long-format records: one row per cell and evaluation point
 
 A cell is finished when its folder has ``summary.json``; rerunning the same command
-skips finished cells and starts unfinished ones over, so a killed sweep resumes with no
+skips finished cells and lets unfinished ones go on from their last saved state (agents
+that save one: every built-in learner) or start over, so a killed sweep resumes with no
 cell lost or counted twice (records are rebuilt from the finished folders, keyed by the
 cell's identity). Worker processes die with the runner (Linux ``PR_SET_PDEATHSIG``) and
 hold a lock on their cell, so a rerun never races a leftover worker.

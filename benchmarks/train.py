@@ -40,8 +40,9 @@ from tqdm import tqdm
 
 from prefbench.agents import AGENTS, Agent, RunContext
 from prefbench.agents.config import to_plain
-from prefbench.agents.protocol import PreferencePredictor
+from prefbench.agents.protocol import PreferencePredictor, Resumable
 from prefbench.agents.reward_model import resolve_device
+from prefbench.envs.data import CheckpointError
 from prefbench.envs.rollout import make_vec_env, rollout
 from prefbench.envs.seeding import make_rng, stream_seed
 from prefbench.envs.segments import sample_clip_pairs
@@ -252,6 +253,49 @@ class RunReporter:
             self._evaluate(step)
             self.next_eval = (step // self.every + 1) * self.every
 
+    def _save_state(self, step: int) -> None:
+        """Let a resumable agent save its state; keep only the newest one."""
+        if not isinstance(self.agent, Resumable) or step >= self.cfg.steps:
+            return
+        root = self.run_dir / RESUME_DIR
+        name = f"step-{step:012d}"
+        target = root / name
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        self.agent.save_state(target)
+        tmp = root / "latest.tmp"
+        tmp.write_text(name)
+        tmp.replace(root / "latest")
+        for old in root.iterdir():
+            if old.is_dir() and old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def resume(self, step: int) -> None:
+        """Continue after a restored ``step``: keep earlier metrics rows, drop later ones."""
+        path = self.run_dir / "metrics.csv"
+        rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+        self.rows = [r for r in rows if r["step"] <= step]
+        write_csv(path, self.rows)
+        self._eval_round = len(self.rows)
+        self._step = step
+        self.next_eval = (step // self.every + 1) * self.every
+        if self.rows:
+            last = self.rows[-1]
+            self.start = time.perf_counter() - float(last["wall_time"])
+            self.eval_time = float(last["wall_time"]) - float(last["train_time"])
+            self._labels = int(last["labels"])
+            base = {
+                "step",
+                "labels",
+                "eval_true_return",
+                "eval_true_return_std",
+                "rm_accuracy",
+                "wall_time",
+                "train_time",
+            }
+            self._latest = {k: float(v) for k, v in last.items() if k not in base}
+        self.bar.update(min(step, self.cfg.steps))
+
     def finish(self) -> None:
         """Evaluate the trained agent as it ended, then close the bar.
 
@@ -298,6 +342,7 @@ class RunReporter:
             **self._latest,
         }
         self.rows.append(row)
+        self._save_state(step)
         for key, value in row.items():
             if key != "step" and math.isfinite(value):
                 self._tb.add_scalar(f"eval/{key}", value, step)
@@ -336,7 +381,10 @@ def train(
     """Run one training job and return its summary.
 
     A finished run folder (one with ``summary.json``) is not run again: its summary is
-    returned. An unfinished one is cleared and started over.
+    returned. An unfinished one goes on from its last saved state when the agent is
+    :class:`~prefbench.agents.protocol.Resumable` and the config is unchanged (metrics
+    rows after that state are dropped; the environments start fresh episodes, so the
+    numbers differ from an uninterrupted run); otherwise it is cleared and started over.
 
     Raises:
         UnknownIdError: Unknown task, agent or teacher.
@@ -354,13 +402,15 @@ def train(
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
-    try:
-        cfg.out.mkdir(parents=True, exist_ok=True)
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir()
-    except OSError as exc:
-        raise ValueError(f"cannot write to {cfg.out}: {exc.strerror or exc}") from exc
+    state_dir = _resume_point(run_dir, cfg)
+    if state_dir is None:
+        try:
+            cfg.out.mkdir(parents=True, exist_ok=True)
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_dir.mkdir()
+        except OSError as exc:
+            raise ValueError(f"cannot write to {cfg.out}: {exc.strerror or exc}") from exc
     torch.set_num_threads(cfg.threads)
     logger = _logger(run_dir)
     ctx = RunContext(
@@ -386,8 +436,19 @@ def train(
         "command": command or " ".join(sys.argv),
         "cwd": os.getcwd(),
     }
-    write_json(run_dir / "config.json", config_record)
     reporter = RunReporter(agent, cfg, run_dir, logger, on_progress)
+    if state_dir is not None:
+        try:
+            step = agent.load_state(state_dir)  # type: ignore[attr-defined]
+        except CheckpointError as exc:
+            reporter.close()
+            logger.warning("cannot resume (%s); starting over", exc)
+            shutil.rmtree(state_dir.parent)
+            return train(cfg, command, on_progress)
+        reporter.resume(step)
+        logger.info("resumed at step %d from %s", step, state_dir)
+        config_record["resumed_at"] = [*_previous_resumes(run_dir), step]
+    write_json(run_dir / "config.json", config_record)
     try:
         agent.learn(reporter)
         reporter.finish()
@@ -411,4 +472,30 @@ def train(
         "run_dir": str(run_dir),
     }
     write_json(summary_path, summary)
+    shutil.rmtree(run_dir / RESUME_DIR, ignore_errors=True)  # checkpoints/ holds the end state
     return summary
+
+
+RESUME_DIR = "resume"
+
+
+def _resume_point(run_dir: Path, cfg: TrainConfig) -> Path | None:
+    """The saved state to continue an unfinished run from, if any and if configs match."""
+    latest = run_dir / RESUME_DIR / "latest"
+    try:
+        previous = json.loads((run_dir / "config.json").read_text())["run"]
+        state_dir = run_dir / RESUME_DIR / latest.read_text().strip()
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return None
+    mine = json.loads(json.dumps(to_plain(cfg), default=str))
+    same = {k: v for k, v in previous.items() if k != "progress"} == {
+        k: v for k, v in mine.items() if k != "progress"
+    }
+    return state_dir if same and state_dir.is_dir() else None
+
+
+def _previous_resumes(run_dir: Path) -> list[int]:
+    try:
+        return list(json.loads((run_dir / "config.json").read_text()).get("resumed_at", []))
+    except (OSError, json.JSONDecodeError):
+        return []

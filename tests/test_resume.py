@@ -1,0 +1,88 @@
+"""Unfinished runs go on from their last saved state."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from prefbench.benchmarks.train import TrainConfig, train
+
+TINY = ("rl.n_envs=2", "rl.n_steps=256")
+TINY_PREF = (*TINY, "loop.random_steps=400", "loop.initial_epochs=1")
+
+
+class Stop(KeyboardInterrupt):
+    """Stands in for Ctrl-C in the middle of training."""
+
+
+def _interrupt_at(step_limit):
+    def on_progress(step):
+        if step >= step_limit:
+            raise Stop
+
+    return on_progress
+
+
+def _cfg(tmp_path, agent, **kw):
+    base = dict(
+        task="pendulum",
+        agent=agent,
+        labels=40,
+        steps=4096,
+        eval_every=1024,
+        eval_episodes=1,
+        accuracy_pairs=20,
+        out=tmp_path,
+        progress=False,
+        overrides=TINY_PREF if agent.startswith("pref") else TINY,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("agent", ["pref-ppo", "ppo"])
+def test_interrupted_run_resumes_from_last_state(tmp_path, agent):
+    cfg = _cfg(tmp_path, agent)
+    with pytest.raises(Stop):
+        train(cfg, on_progress=_interrupt_at(2560))
+    run = next(tmp_path.iterdir())
+    assert not (run / "summary.json").exists()
+    assert (run / "resume" / "latest").read_text() == "step-000000002048"
+    before = pd.read_csv(run / "metrics.csv")
+    assert list(before["step"]) == [0, 1024, 2048]
+
+    summary = train(cfg)
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["step"]) == [0, 1024, 2048, 3072, 4096]
+    # Rows written before the interruption are kept as they were.
+    pd.testing.assert_frame_equal(metrics.iloc[:3], before, check_dtype=False)
+    assert metrics["wall_time"].is_monotonic_increasing
+    assert summary["steps"] == 4096
+    config = json.loads((run / "config.json").read_text())
+    assert config["resumed_at"] == [2048]
+    assert not (run / "resume").exists()
+    if agent == "pref-ppo":
+        assert list(metrics["labels"])[-1] == 40
+        assert metrics["labels"].is_monotonic_increasing
+
+
+def test_changed_config_or_broken_state_starts_over(tmp_path):
+    cfg = _cfg(tmp_path, "ppo")
+    with pytest.raises(Stop):
+        train(cfg, on_progress=_interrupt_at(2560))
+    run = next(tmp_path.iterdir())
+    state = run / "resume" / "step-000000002048"
+    (state / "policy.zip").write_bytes(b"not a zip")
+    train(cfg)
+    config = json.loads((run / "config.json").read_text())
+    assert "resumed_at" not in config
+    assert list(pd.read_csv(run / "metrics.csv")["step"]) == [0, 1024, 2048, 3072, 4096]
+
+    other = _cfg(tmp_path / "b", "ppo")
+    with pytest.raises(Stop):
+        train(other, on_progress=_interrupt_at(2560))
+    longer = _cfg(tmp_path / "b", "ppo", steps=5120)
+    train(longer)
+    run_b = next((tmp_path / "b").iterdir())
+    config_b = json.loads((run_b / "config.json").read_text())
+    assert "resumed_at" not in config_b and config_b["run"]["steps"] == 5120
