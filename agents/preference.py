@@ -229,9 +229,11 @@ class PreferenceAgent:
 
     def _target(self, step: int) -> int:
         loop = self.config.loop
+        # Aim to have the whole budget by the last update before the end, where the
+        # labels can still shape the policy.
         return label_schedule(
             step,
-            self.ctx.total_steps,
+            max(1, self.ctx.total_steps - self._update_every),
             self.ctx.label_budget,
             loop.initial_label_fraction,
             loop.label_decay_steps,

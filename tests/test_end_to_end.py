@@ -257,3 +257,28 @@ def test_other_preference_learners_run(agent, tmp_path):
     assert 0.0 <= summary["final_rm_accuracy"] <= 1.0
     config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
     assert config["agent_config"]["rl"]["algo"] == agent.removeprefix("pref-")
+
+
+def test_whole_label_budget_is_used_before_the_end(tmp_path):
+    cfg = TrainConfig(
+        task="pendulum",
+        agent="pref-ppo",
+        labels=50,
+        steps=9300,
+        eval_every=9300,
+        eval_episodes=1,
+        accuracy_pairs=20,
+        out=tmp_path,
+        progress=False,
+        overrides=(
+            "rl.n_envs=1",
+            "rl.n_steps=300",
+            "loop.random_steps=400",
+            "loop.initial_epochs=1",
+            "loop.update_every=1000",
+        ),
+    )
+    summary = train(cfg)
+    # Rollouts of 300 steps, updates every 465 (a twentieth of the run): at 600, 1200,
+    # ..., 9000; none at the last rollout (9300). The budget must be complete by 9000.
+    assert summary["labels"] == 50
