@@ -58,3 +58,69 @@ EncoderFactory = Callable[[int, tuple[int, ...]], nn.Module]
 
 ENCODERS: Registry[EncoderFactory] = Registry("encoder")
 ENCODERS.register("flatten", FlattenEncoder)
+
+
+class EnsembleConvEncoder(nn.Module):
+    """The paper's Atari reward-model encoder for ``K`` members in one grouped convolution.
+
+    Christiano et al. 2017 (appendix A.2): four convolutions of 7x7, 5x5, 3x3 and 3x3 with
+    strides 3, 2, 1, 1 and 16 filters each, batch norm, dropout 0.5 and leaky ReLU (0.01)
+    after each. Input ``(K, M, C, 84, 84)`` uint8 (or float in [0, 255]) stacked frames;
+    output ``(K, M, 16 * 7 * 7)``. Members live in separate channel groups
+    (``groups=K``), so member ``k`` only ever sees ``obs[k]`` and its own weights, and
+    batch-norm statistics are per member.
+
+    Args:
+        n_members: ``K``.
+        obs_shape: ``(C, H, W)``.
+        channels: Filters per layer.
+        dropout: Dropout probability after each layer.
+        slope: Leaky ReLU negative slope.
+    """
+
+    KERNELS = ((7, 3), (5, 2), (3, 1), (3, 1))
+
+    def __init__(
+        self,
+        n_members: int,
+        obs_shape: tuple[int, ...],
+        channels: int = 16,
+        dropout: float = 0.5,
+        slope: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if len(obs_shape) != 3:
+            raise ValueError(f"the conv encoder needs (C, H, W) observations, got {obs_shape}")
+        self.n_members = n_members
+        c, h, w = obs_shape
+        layers: list[nn.Module] = []
+        width = c
+        for kernel, stride in self.KERNELS:
+            layers += [
+                nn.Conv2d(
+                    n_members * width, n_members * channels, kernel, stride, groups=n_members
+                ),
+                nn.BatchNorm2d(n_members * channels),
+                nn.LeakyReLU(slope),
+                nn.Dropout(dropout),
+            ]
+            width = channels
+            h, w = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+        if h < 1 or w < 1:
+            raise ValueError(
+                f"observations of shape {obs_shape} are too small for the conv encoder"
+            )
+        self.net = nn.Sequential(*layers)
+        self.channels = channels
+        self.out_dim = channels * h * w
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(K, M, C, H, W)`` -> ``(K, M, out_dim)``."""
+        k, m = obs.shape[:2]
+        # (K, M, C, H, W) -> (M, K*C, H, W): member k's frames in channel group k.
+        x = obs.float().div(255.0).transpose(0, 1).reshape(m, -1, *obs.shape[3:])
+        y = self.net(x)  # (M, K*channels, h, w)
+        return y.reshape(m, k, -1).transpose(0, 1)
+
+
+ENCODERS.register("cnn", EnsembleConvEncoder)

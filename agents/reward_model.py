@@ -319,12 +319,11 @@ class RewardModel:
 
     def to_device(self, data: PreferenceDataset) -> DeviceData:
         """Copy labelled pairs to the model's device once, for many training steps."""
-        obs = torch.as_tensor(data.pairs.obs, device=self.device)
         acts = torch.as_tensor(data.pairs.acts, device=self.device).reshape(
             *data.pairs.acts.shape[:3], -1
         )
         return DeviceData(
-            obs.float() if obs.is_floating_point() else obs,
+            self._obs_tensor(data.pairs.obs),
             acts.float(),
             torch.as_tensor(data.prefs, device=self.device, dtype=torch.float32),
         )
@@ -341,11 +340,16 @@ class RewardModel:
         return r.reshape(k, b, 2)
 
     def _l2_penalty(self) -> torch.Tensor:
-        """``(K,)`` squared weight norms per member (weights only, not biases)."""
-        total = torch.zeros(self.config.ensemble_size, device=self.device)
-        for name, p in self.net.named_parameters():
-            if name.endswith("weight") and p.dim() >= 3:
-                total = total + p.pow(2).sum(dim=tuple(range(1, p.dim())))
+        """``(K,)`` squared weight norms per member (linear and conv weights, not biases).
+
+        Ensemble weights keep member ``k``'s slice first: ``(K, in, out)`` for linear
+        layers and ``(K * out, in, kh, kw)`` for grouped convolutions.
+        """
+        k = self.config.ensemble_size
+        total = torch.zeros(k, device=self.device)
+        for module in self.net.modules():
+            if isinstance(module, EnsembleLinear | nn.Conv2d):
+                total = total + module.weight.reshape(k, -1).pow(2).sum(dim=1)
         return total
 
     def train_step(self, d: DeviceData, idx: torch.Tensor) -> torch.Tensor:
@@ -422,9 +426,10 @@ class RewardModel:
         val_acc = float(hits[mask].mean()) if mask.any() else math.nan
         return train_loss, val_loss, val_acc
 
-    def _all_returns(self, d: DeviceData, chunk: int = 1024) -> torch.Tensor:
+    def _all_returns(self, d: DeviceData) -> torch.Tensor:
         """``(K, N, 2)`` returns of every pair for every member, in chunks."""
         k, n = self.config.ensemble_size, d.prefs.shape[0]
+        chunk = self._pairs_per_chunk(d.obs.shape[2:])
         out = []
         for s in range(0, n, chunk):
             idx = torch.arange(s, min(n, s + chunk), device=self.device).expand(k, -1)
@@ -441,6 +446,17 @@ class RewardModel:
         self.l2 = np.clip(self.l2, 1e-8, 10.0)
 
     # ---------------------------------------------------------------- inference
+    @staticmethod
+    def _pairs_per_chunk(clip_shape: tuple[int, ...]) -> int:
+        """Pairs per inference chunk: about 2e7 input values (80 MB in float32), <= 1024."""
+        per_pair = 2 * math.prod(clip_shape)
+        return max(1, min(1024, int(2e7 // per_pair)))
+
+    def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        """Observations on the device; integer frames stay integers (encoders scale them)."""
+        t = torch.as_tensor(obs, device=self.device)
+        return t.float() if t.is_floating_point() else t
+
     def _flat_acts(self, acts: np.ndarray, lead: int) -> torch.Tensor:
         return torch.as_tensor(acts, device=self.device, dtype=torch.float32).reshape(
             *acts.shape[:lead], -1
@@ -449,9 +465,7 @@ class RewardModel:
     def update_normalization(self, obs: np.ndarray, acts: np.ndarray) -> None:
         """Set output normalisation from ``(M, *O)`` states and ``(M, A...)`` actions."""
         self.net.eval()
-        self.net.set_normalization(
-            torch.as_tensor(obs, device=self.device).float(), self._flat_acts(acts, 1)
-        )
+        self.net.set_normalization(self._obs_tensor(obs), self._flat_acts(acts, 1))
         self._numpy_net = None
 
     def reward(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
@@ -470,9 +484,7 @@ class RewardModel:
         if self._numpy_net is not None:
             return self._numpy_net(obs, acts)
         self.net.eval()
-        r = self.net.normalized_reward(
-            torch.as_tensor(obs, device=self.device).float(), self._flat_acts(acts, 1)
-        )
+        r = self.net.normalized_reward(self._obs_tensor(obs), self._flat_acts(acts, 1))
         return r.cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
@@ -480,13 +492,14 @@ class RewardModel:
         """``(K, N)``: each member's P(first clip preferred) (without the random-answer mixture)."""
         self.net.eval()
         k = self.config.ensemble_size
-        obs = torch.as_tensor(pairs.obs, device=self.device).float()
+        obs = self._obs_tensor(pairs.obs)
         acts = self._flat_acts(pairs.acts, 3)
         n, _, h = obs.shape[:3]
+        chunk = self._pairs_per_chunk(obs.shape[2:])
         out = []
-        for s in range(0, n, 1024):
-            o = obs[s : s + 1024].reshape(-1, h, *obs.shape[3:])
-            a = acts[s : s + 1024].reshape(-1, h, acts.shape[-1])
+        for s in range(0, n, chunk):
+            o = obs[s : s + chunk].reshape(-1, h, *obs.shape[3:])
+            a = acts[s : s + chunk].reshape(-1, h, acts.shape[-1])
             r = self.net.clip_returns(
                 o.unsqueeze(0).expand(k, *o.shape), a.unsqueeze(0).expand(k, *a.shape)
             )

@@ -22,6 +22,7 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv
 
 from prefbench.agents.config import ConfigError
@@ -126,8 +127,9 @@ def build_learner(
     if "batch_size" in params and issubclass(cls, PPO):
         kwargs["batch_size"] = 64
     kwargs.update(config.algo_kwargs)
+    policy = "CnnPolicy" if is_image_space(venv.observation_space) else "MlpPolicy"
     try:
-        model = cls("MlpPolicy", venv, **kwargs)
+        model = cls(policy, venv, **kwargs)
     except (AssertionError, TypeError, ValueError) as exc:
         # SB3 checks its arguments with asserts; report them as a bad config.
         raise ConfigError(f"{cls.__name__} rejected its settings: {exc}") from exc

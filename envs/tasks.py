@@ -11,6 +11,7 @@ a penalty, so that episode length leaks no reward information; ``fixed_length=Tr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -81,6 +82,13 @@ class TaskSpec:
         entropy_coef: The paper's policy entropy bonus for this task.
         env_kwargs: Extra keyword arguments for ``gym.make``.
         clip_seconds: Simulated seconds per clip.
+        clip_steps: Fixed clip length in agent steps (Atari: 25); 0 derives it from
+            ``clip_seconds`` and the environment's ``dt``.
+        fixed_length_default: Whether :meth:`make` applies the fixed-length edit unless
+            told otherwise.
+        setup: Called before ``gym.make`` (e.g. to register ALE environments).
+        preprocess: Wraps the raw environment, inside the fixed-length edit.
+        frame_stack: Stack this many observations, outside the fixed-length edit (0: none).
     """
 
     id: str
@@ -91,25 +99,45 @@ class TaskSpec:
     entropy_coef: float = 0.01
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     clip_seconds: float = CLIP_SECONDS
+    clip_steps: int = 0
+    fixed_length_default: bool = True
+    setup: Callable[[], None] | None = None
+    preprocess: Callable[[gym.Env], gym.Env] | None = None
+    frame_stack: int = 0
 
-    def make(self, *, fixed_length: bool = True, render_mode: str | None = None) -> gym.Env:
+    def make(self, *, fixed_length: bool | None = None, render_mode: str | None = None) -> gym.Env:
         """Build one environment instance.
 
         Args:
-            fixed_length: Apply the paper's edit (no early termination, fixed horizon).
+            fixed_length: Apply the paper's edit (no early termination, fixed horizon);
+                ``None`` takes the task's default.
             render_mode: Passed to ``gym.make``.
         """
-        env = gym.make(
-            self.env_id, max_episode_steps=self.horizon, render_mode=render_mode, **self.env_kwargs
-        )
-        if fixed_length:
+        if self.setup is not None:
+            self.setup()
+        if self.preprocess is None:
+            env = gym.make(
+                self.env_id,
+                max_episode_steps=self.horizon,
+                render_mode=render_mode,
+                **self.env_kwargs,
+            )
+        else:
+            # Preprocessing may skip frames: count the horizon in agent steps, after it.
+            env = gym.make(self.env_id, render_mode=render_mode, **self.env_kwargs)
+            env = gym.wrappers.TimeLimit(self.preprocess(env), self.horizon)
+        if self.fixed_length_default if fixed_length is None else fixed_length:
             # The inner TimeLimit and the wrapper's clock agree: both count from reset.
             env = FixedLengthEpisode(env, self.horizon, self.termination_penalty)
+        if self.frame_stack:
+            env = gym.wrappers.FrameStackObservation(env, self.frame_stack)
         return env
 
     @cached_property
     def dt(self) -> float:
         """Simulated seconds per agent step."""
+        if self.setup is not None:
+            self.setup()
         env = gym.make(self.env_id, **self.env_kwargs)
         try:
             return float(env.unwrapped.dt)  # type: ignore[attr-defined]
@@ -127,11 +155,13 @@ class TaskSpec:
         Reacher's 50-step episodes are shorter than 1.5 s (75 steps), so its clips are
         whole episodes.
         """
+        if self.clip_steps:
+            return min(self.horizon, self.clip_steps)
         return min(self.horizon, clip_length_for(self.dt, self.clip_seconds))
 
     def spaces(self) -> tuple[gym.Space, gym.Space]:
-        """The observation and action spaces."""
-        env = gym.make(self.env_id, **self.env_kwargs)
+        """The observation and action spaces (after preprocessing and frame stacking)."""
+        env = self.make()
         try:
             return env.observation_space, env.action_space
         finally:

@@ -25,7 +25,8 @@ def task_param(name):
 
 
 def test_registry_lists_the_paper_tasks():
-    assert set(TASKS) == {
+    atari = {"beamrider", "breakout", "enduro", "pong", "qbert", "seaquest", "spaceinvaders"}
+    assert set(TASKS) - atari == {
         "hopper",
         "walker2d",
         "swimmer",
@@ -38,7 +39,10 @@ def test_registry_lists_the_paper_tasks():
     }
 
 
-@pytest.mark.parametrize("name", [task_param(n) for n in TASKS.names()])
+MUJOCO_AND_PENDULUM = [n for n in TASKS.names() if get_task(n).frame_stack == 0]
+
+
+@pytest.mark.parametrize("name", [task_param(n) for n in MUJOCO_AND_PENDULUM])
 def test_every_task_builds_and_steps(name):
     task = get_task(name)
     env = task.make()

@@ -1,0 +1,145 @@
+"""Atari tasks: preprocessing, score masks, the batched conv reward encoder."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from prefbench.agents.encoders import EnsembleConvEncoder
+from prefbench.agents.reward_model import RewardModel, RewardModelConfig
+from prefbench.envs.atari import ATARI_TASKS, SCORE_MASKS, ScoreMask, ScoreMaskWrapper
+from prefbench.envs.data import ClipPairs, PreferenceDataset
+
+
+def test_the_seven_games_are_registered():
+    assert set(ATARI_TASKS) == {
+        "beamrider",
+        "breakout",
+        "enduro",
+        "pong",
+        "qbert",
+        "seaquest",
+        "spaceinvaders",
+    }
+    for task in ATARI_TASKS.values():
+        assert task.clip_length == 25
+        assert task.frame_stack == 4
+
+
+def test_score_mask_blanks_its_boxes_only():
+    mask = ScoreMask(((0, 9, 0, 84), (70, 80, 10, 20)))
+    frame = np.full((84, 84), 200, dtype=np.uint8)
+    out = mask.apply(frame)
+    assert (out[0:9] == 0).all() and (out[70:80, 10:20] == 0).all()
+    assert out[9:70].min() == 200 and out[70:80, 20:].min() == 200
+    assert frame.min() == 200  # the input is not modified
+    with pytest.raises(ValueError, match="outside"):
+        ScoreMask(((0, 90, 0, 84),))
+
+
+@pytest.mark.parametrize("name", sorted(ATARI_TASKS))
+def test_atari_task_masks_the_score_in_every_stacked_frame(name):
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    task = ATARI_TASKS[name]
+    env = task.make()
+    try:
+        obs, _ = env.reset(seed=0)
+        assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+        env.action_space.seed(0)
+        for _ in range(40):
+            obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            assert np.isfinite(reward)
+            for r0, r1, c0, c1 in SCORE_MASKS[task.env_id.split("/")[1].split("-")[0]].boxes:
+                assert (np.asarray(obs)[:, r0:r1, c0:c1] == 0).all()
+            if terminated or truncated:
+                obs, _ = env.reset()
+        assert np.asarray(obs).max() > 0  # the rest of the screen is there
+    finally:
+        env.close()
+
+
+def test_mask_wrapper_rejects_unprocessed_frames():
+    gym = pytest.importorskip("gymnasium")
+    env = gym.make("Pendulum-v1")
+    with pytest.raises(ValueError, match="84x84"):
+        ScoreMaskWrapper(env, SCORE_MASKS["Pong"])
+
+
+def test_conv_encoder_equals_separate_members():
+    torch.manual_seed(0)
+    k, m = 3, 5
+    enc = EnsembleConvEncoder(k, (4, 84, 84)).eval()
+    for module in enc.modules():  # non-trivial batch-norm statistics
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    x = torch.randint(0, 256, (k, m, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        full = enc(x)
+        assert full.shape == (k, m, enc.out_dim) and enc.out_dim == 16 * 7 * 7
+        for member in range(k):
+            h = x[member].float() / 255
+            for layer in enc.net:
+                if isinstance(layer, nn.Conv2d):
+                    c = layer.out_channels // k
+                    sl = slice(member * c, (member + 1) * c)
+                    h = nn.functional.conv2d(h, layer.weight[sl], layer.bias[sl], layer.stride)
+                elif isinstance(layer, nn.BatchNorm2d):
+                    c = layer.num_features // k
+                    sl = slice(member * c, (member + 1) * c)
+                    h = nn.functional.batch_norm(
+                        h,
+                        layer.running_mean[sl],
+                        layer.running_var[sl],
+                        layer.weight[sl],
+                        layer.bias[sl],
+                        False,
+                        0.0,
+                        layer.eps,
+                    )
+                elif isinstance(layer, nn.LeakyReLU):
+                    h = layer(h)
+            torch.testing.assert_close(h.reshape(m, -1), full[member], atol=1e-5, rtol=1e-5)
+
+
+def _tiny_atari_model():
+    cfg = RewardModelConfig(
+        encoder="cnn", hidden_sizes=(8,), use_actions=False, batch_size=4, output_std=0.05
+    )
+    return RewardModel((4, 84, 84), 1, cfg, seed=0, device="cpu")
+
+
+def test_conv_l2_penalty_is_per_member():
+    model = _tiny_atari_model()
+    k = model.config.ensemble_size
+    expected = torch.zeros(k)
+    for module in model.net.modules():
+        if isinstance(module, nn.Conv2d):
+            c = module.out_channels // k
+            for member in range(k):
+                expected[member] += module.weight[member * c : (member + 1) * c].pow(2).sum()
+    for layer in [*model.net.trunk, model.net.head]:
+        expected += layer.weight.pow(2).sum(dim=(1, 2))
+    torch.testing.assert_close(model._l2_penalty(), expected)
+
+
+def test_conv_reward_model_fits_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    n, h = 8, 2
+    obs = rng.integers(0, 256, (n, 2, h, 4, 84, 84), dtype=np.uint8)
+    rewards = obs[:, :, :, -1].mean(axis=(-1, -2)).astype(np.float32) / 255
+    pairs = ClipPairs(obs, np.zeros((n, 2, h, 1), np.float32), rewards)
+    prefs = (rewards.sum(-1)[:, 0] > rewards.sum(-1)[:, 1]).astype(np.float32)
+    model = _tiny_atari_model()
+    stats = model.fit(PreferenceDataset(pairs, prefs), epochs=1)
+    assert np.isfinite(stats.train_loss).all() and stats.steps >= 1
+    states = obs[:, 0].reshape(-1, 4, 84, 84)
+    model.update_normalization(states, np.zeros((len(states), 1), np.float32))
+    r = model.reward(states, np.zeros((len(states), 1), np.float32))
+    assert r.shape == (len(states),) and abs(float(r.mean())) < 0.05
+    model.save(tmp_path / "rm.pt")
+    loaded = RewardModel.load(tmp_path / "rm.pt", device="cpu")
+    np.testing.assert_allclose(
+        loaded.reward(states, np.zeros((len(states), 1), np.float32)), r, rtol=1e-5, atol=1e-6
+    )
