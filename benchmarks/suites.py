@@ -264,6 +264,8 @@ register_suite(
         # REFERENCES.md gives no MuJoCo step budget; 2e6 matches the label-rate constant.
         steps={"*": 2_000_000},
         seeds=3,
+        # 2: early termination restarts the episode (was: absorbing state).
+        version=2,
     )
 )
 
@@ -285,6 +287,8 @@ register_suite(
             "reacher": 100_000,
         },
         seeds=3,
+        # 2: early termination restarts the episode (was: absorbing state).
+        version=2,
     )
 )
 

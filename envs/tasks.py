@@ -24,28 +24,48 @@ from prefbench.envs.registry import Registry, instance_of
 CLIP_SECONDS = 1.5
 
 
+TERMINATION_MODES = ("reset", "absorb")
+
+
 class FixedLengthEpisode(gym.Wrapper):
     """Turns early termination into a penalty and keeps the episode going.
 
-    When the wrapped environment terminates, that step's reward gets ``penalty`` added,
-    and the episode continues in an absorbing state: the terminal observation repeats and
-    each further step earns 0 true reward, until the time limit truncates the episode.
-    Every episode therefore lasts exactly ``horizon`` steps and never terminates, so
-    neither the episode length nor a termination flag tells the agent anything about
-    the (hidden) reward.
+    When the wrapped environment terminates, that step's reward gets ``penalty`` added and
+    the episode goes on until the time limit truncates it, so every episode lasts exactly
+    ``horizon`` steps and never terminates: neither the episode length nor a termination
+    flag tells the agent anything about the (hidden) reward. What follows a termination:
+
+    * ``"reset"`` (default): the inner environment is reset and play continues from a
+      fresh start inside the same episode;
+    * ``"absorb"``: an absorbing state; the terminal observation repeats and each further
+      step earns 0 true reward.
+
+    With ``"absorb"``, tasks that fall early (Hopper, InvertedPendulum) spend most of each
+    episode in the absorbing state, so most clips carry no reward difference; preference
+    learning then fails on them (see ``results/README.md``), while with ``"reset"`` it
+    learns (InvertedPendulum and Hopper learn within 50k-100k steps).
 
     Args:
         env: The environment.
         horizon: Steps per episode.
         penalty: Added to the true reward on the step where the inner env terminated.
+        on_termination: ``"reset"`` or ``"absorb"``.
     """
 
-    def __init__(self, env: gym.Env, horizon: int, penalty: float) -> None:
+    def __init__(
+        self, env: gym.Env, horizon: int, penalty: float, on_termination: str = "reset"
+    ) -> None:
         super().__init__(env)
         if horizon <= 0:
             raise ValueError(f"horizon must be positive, got {horizon}")
+        if on_termination not in TERMINATION_MODES:
+            raise ValueError(
+                f"on_termination must be one of {', '.join(TERMINATION_MODES)}, "
+                f"got {on_termination!r}"
+            )
         self.horizon = horizon
         self.penalty = penalty
+        self.on_termination = on_termination
         self._t = 0
         self._dead_obs: Any = None
 
@@ -56,16 +76,22 @@ class FixedLengthEpisode(gym.Wrapper):
         return self.env.reset(**kwargs)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        """Step, absorbing a termination into a penalty."""
+        """Step, turning a termination into a penalty."""
         self._t += 1
         truncated = self._t >= self.horizon
         if self._dead_obs is not None:
             return self._dead_obs, 0.0, False, truncated, {"absorbing": True}
         obs, reward, terminated, inner_truncated, info = self.env.step(action)
         if terminated:
-            self._dead_obs = obs
             reward = float(reward) + self.penalty
-            info = {**info, "absorbing": True}
+            if self.on_termination == "absorb":
+                self._dead_obs = obs
+                info = {**info, "absorbing": True}
+            else:
+                obs, _ = self.env.reset()
+                info = {**info, "restarted": True}
+                # The inner time limit restarts with it; this wrapper's clock decides.
+                inner_truncated = False
         return obs, float(reward), False, truncated or inner_truncated, info
 
 
@@ -86,6 +112,8 @@ class TaskSpec:
             ``clip_seconds`` and the environment's ``dt``.
         fixed_length_default: Whether :meth:`make` applies the fixed-length edit unless
             told otherwise.
+        termination: What follows an early termination under the fixed-length edit:
+            ``"reset"`` or ``"absorb"`` (see :class:`FixedLengthEpisode`).
         setup: Called before ``gym.make`` (e.g. to register ALE environments).
         preprocess: Wraps the raw environment, inside the fixed-length edit.
         frame_stack: Stack this many observations, outside the fixed-length edit (0: none).
@@ -101,6 +129,7 @@ class TaskSpec:
     clip_seconds: float = CLIP_SECONDS
     clip_steps: int = 0
     fixed_length_default: bool = True
+    termination: str = "reset"
     setup: Callable[[], None] | None = None
     preprocess: Callable[[gym.Env], gym.Env] | None = None
     frame_stack: int = 0
@@ -128,7 +157,7 @@ class TaskSpec:
             env = gym.wrappers.TimeLimit(self.preprocess(env), self.horizon)
         if self.fixed_length_default if fixed_length is None else fixed_length:
             # The inner TimeLimit and the wrapper's clock agree: both count from reset.
-            env = FixedLengthEpisode(env, self.horizon, self.termination_penalty)
+            env = FixedLengthEpisode(env, self.horizon, self.termination_penalty, self.termination)
         if self.frame_stack:
             env = gym.wrappers.FrameStackObservation(env, self.frame_stack)
         return env

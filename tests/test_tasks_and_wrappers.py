@@ -88,24 +88,22 @@ def test_clip_length_for():
 
 
 @needs_mujoco
-def test_hopper_episode_is_fixed_length_with_absorbing_state():
+def test_hopper_episode_is_fixed_length_and_restarts_after_a_fall():
     env = get_task("hopper").make()
     env.reset(seed=0)
     env.action_space.seed(0)
-    steps, absorbing_at = 0, None
+    steps, restarts = 0, 0
     truncated = False
     while not truncated:
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         steps += 1
         assert terminated is False
-        if info.get("absorbing") and absorbing_at is None:
-            absorbing_at, dead_obs = steps, obs
-        elif absorbing_at is not None:
-            assert reward == 0.0
-            np.testing.assert_array_equal(obs, dead_obs)
+        if info.get("restarted"):
+            restarts += 1
+            assert reward < -5  # the fall's penalty (-10) outweighs the step's reward
     env.close()
     assert steps == 1000
-    assert absorbing_at is not None and absorbing_at < 1000
+    assert restarts >= 2  # a random hopper falls within a few dozen steps, again and again
 
 
 # ----------------------------------------------------------- FixedLengthEpisode
@@ -133,9 +131,28 @@ class EarlyEnd(gym.Env):
         return np.array([self.t], np.float32), 1.0, self.t >= self.end_at, False, {}
 
 
+def test_fixed_length_episode_restarts_after_termination():
+    inner = EarlyEnd()
+    env = FixedLengthEpisode(inner, horizon=8, penalty=-10.0)
+    env.reset(seed=0)
+    results = [env.step(np.zeros(1, np.float32)) for _ in range(8)]
+    assert [r[1] for r in results] == [1.0, 1.0, -9.0, 1.0, 1.0, -9.0, 1.0, 1.0]
+    assert all(r[2] is False for r in results)  # never terminated
+    assert [r[3] for r in results] == [False] * 7 + [True]
+    # After each termination play goes on from the inner env's reset observation.
+    assert [float(r[0][0]) for r in results] == [1.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0]
+    assert [bool(r[4].get("restarted")) for r in results] == [False, False, True] * 2 + [
+        False,
+        False,
+    ]
+    assert inner.inner_steps == 8
+    with pytest.raises(ValueError, match="on_termination"):
+        FixedLengthEpisode(EarlyEnd(), horizon=4, penalty=0.0, on_termination="vanish")
+
+
 def test_fixed_length_episode_absorbs_termination():
     inner = EarlyEnd()
-    env = FixedLengthEpisode(inner, horizon=6, penalty=-10.0)
+    env = FixedLengthEpisode(inner, horizon=6, penalty=-10.0, on_termination="absorb")
     env.reset(seed=0)
     results = [env.step(np.zeros(1, np.float32)) for _ in range(6)]
     rewards = [r[1] for r in results]
