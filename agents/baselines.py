@@ -10,6 +10,7 @@ import numpy as np
 from prefbench.agents.protocol import AgentSpec, Reporter, RunContext, register_agent
 from prefbench.agents.reward_wrapper import RewardVecEnv
 from prefbench.agents.rl import (
+    LearnerPolicy,
     RLConfig,
     RolloutEndCallback,
     build_learner,
@@ -31,7 +32,7 @@ class TrueRewardConfig:
     rl: RLConfig = field(default_factory=RLConfig)
 
 
-class TrueRewardAgent:
+class TrueRewardAgent(LearnerPolicy):
     """The RL learner trained on the environment's own reward (the upper reference).
 
     It runs through the same :class:`RewardVecEnv` and environment set-up as the
@@ -88,14 +89,9 @@ class TrueRewardAgent:
         restore_learner(self.learner, directory / "policy.zip", step)
         return step
 
-    def predict(self, obs: np.ndarray) -> np.ndarray:
-        """Deterministic policy actions."""
-        return self.learner.predict(obs, deterministic=True)[0]
-
     def save(self, directory: Path) -> None:
         """Write ``policy.zip``."""
-        directory.mkdir(parents=True, exist_ok=True)
-        self.learner.save(directory / "policy.zip")
+        self.save_policy(directory)
 
 
 class RandomAgent:

@@ -28,6 +28,7 @@ from prefbench.agents.query import SELECTORS, DisagreementSelector, QuerySelecto
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig
 from prefbench.agents.reward_wrapper import RewardVecEnv
 from prefbench.agents.rl import (
+    LearnerPolicy,
     RLConfig,
     RolloutEndCallback,
     build_learner,
@@ -135,7 +136,7 @@ def _make_selector(config: PreferenceLoopConfig) -> QuerySelector:
     return cls(config.oversample) if cls is DisagreementSelector else cls()
 
 
-class PreferenceAgent:
+class PreferenceAgent(LearnerPolicy):
     """An RL agent that learns only from a reward model fit to teacher preferences.
 
     Args:
@@ -324,14 +325,9 @@ class PreferenceAgent:
         self._resumed = True
         return step
 
-    def predict(self, obs: np.ndarray) -> np.ndarray:
-        """Deterministic policy actions for a batch of observations."""
-        return self.learner.predict(obs, deterministic=True)[0]
-
     def save(self, directory: Path) -> None:
         """Write ``policy.zip``, ``reward_model.pt`` and ``labels.npz``."""
-        directory.mkdir(parents=True, exist_ok=True)
-        self.learner.save(directory / "policy.zip")
+        self.save_policy(directory)
         self.reward_model.save(directory / "reward_model.pt")
         if self.dataset is not None:
             save_dataset(self.dataset, directory / "labels.npz")

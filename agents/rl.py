@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sb3_contrib import TRPO
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback
@@ -201,6 +202,21 @@ def learn_until(learner: OnPolicyAlgorithm, total_steps: int, callback: BaseCall
     done = learner.num_timesteps
     if done < total_steps:
         learner.learn(total_steps - done, callback=callback, reset_num_timesteps=done == 0)
+
+
+class LearnerPolicy:
+    """Acting and policy saving shared by agents built on an SB3 ``learner``."""
+
+    learner: OnPolicyAlgorithm
+
+    def predict(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic policy actions for a batch of observations."""
+        return self.learner.predict(obs, deterministic=True)[0]
+
+    def save_policy(self, directory: Path) -> None:
+        """Write ``policy.zip`` (parameters and optimiser state) into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.learner.save(directory / "policy.zip")
 
 
 class RolloutEndCallback(BaseCallback):
