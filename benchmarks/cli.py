@@ -148,9 +148,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from prefbench.benchmarks.report import write_report
     from prefbench.benchmarks.runner import run_suite
     from prefbench.benchmarks.suites import SUITES
+    from prefbench.benchmarks.train import safe_name
 
     suite = SUITES.get(args.suite)
-    out = args.out or Path("runs") / suite.name.replace(":", ".")
+    out = args.out or Path("runs") / safe_name(suite.name)
     start = time.perf_counter()
     outcome = run_suite(
         suite,

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from prefbench.benchmarks.runner import RECORD_COLUMNS
+from prefbench.benchmarks.runner import RECORD_COLUMNS, final_rows
 
 CONFIDENCE = 0.95
 
@@ -95,11 +95,6 @@ class Tables:
 
     per_task: pd.DataFrame
     aggregate: pd.DataFrame
-
-
-def final_rows(records: pd.DataFrame) -> pd.DataFrame:
-    """The last evaluation of each cell."""
-    return records.loc[records.groupby("cell")["steps"].idxmax()].reset_index(drop=True)
 
 
 def _group_keys() -> list[str]:

@@ -317,12 +317,16 @@ def build_records(out: Path, suite: Suite, cells: Iterable[Cell]) -> pd.DataFram
     return frame[RECORD_COLUMNS]
 
 
+def final_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """The last evaluation of each cell."""
+    return records.loc[records.groupby("cell")["steps"].idxmax()].reset_index(drop=True)
+
+
 def normalized_scores(frame: pd.DataFrame, reference: str, floor: str) -> pd.Series:
     """``(R - floor) / (reference - floor)`` per task from mean final returns; NaN if unknown."""
     if frame.empty:
         return pd.Series(dtype=float)
-    final = frame.loc[frame.groupby("cell")["steps"].idxmax()]
-    means = final.groupby(["task", "agent"])["true_return"].mean()
+    means = final_rows(frame).groupby(["task", "agent"])["true_return"].mean()
     out = pd.Series(float("nan"), index=frame.index)
     for task, idx in frame.groupby("task").groups.items():
         ref = means.get((task, reference))
@@ -336,9 +340,7 @@ def normalized_scores(frame: pd.DataFrame, reference: str, floor: str) -> pd.Ser
 def write_records(out: Path, suite: Suite, cells: list[Cell]) -> pd.DataFrame:
     """Rebuild ``records.csv`` from the finished cells (atomically) and return it."""
     frame = build_records(out, suite, cells)
-    write_csv(out / "records.csv", frame.to_dict("records") if not frame.empty else [])
-    if frame.empty:
-        (out / "records.csv").write_text(",".join(RECORD_COLUMNS) + "\n")
+    write_csv(out / "records.csv", frame)
     return frame
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prefbench.agents import AGENTS
-from prefbench.benchmarks.train import TrainConfig
+from prefbench.benchmarks.train import TrainConfig, safe_name
 from prefbench.envs.registry import Registry, instance_of
 from prefbench.envs.tasks import get_task
 from prefbench.envs.teachers import TEACHERS
@@ -90,7 +90,7 @@ class Cell:
         digest = hashlib.sha256(
             json.dumps({"format": SUITE_FORMAT, **fields}, sort_keys=True).encode()
         ).hexdigest()[:10]
-        who = self.agent.replace(":", ".").replace("/", "_")
+        who = safe_name(self.agent)
         teacher = f"-{self.teacher}-{self.labels}" if self.teacher else ""
         return f"{self.task}-{who}{teacher}-s{self.seed}-{digest}"
 

@@ -135,23 +135,15 @@ def versions() -> dict[str, str]:
 def _git_commit() -> str:
     """The source checkout's commit (with ``-dirty`` for local changes), or ``unknown``."""
     root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
@@ -164,22 +156,26 @@ def write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows as CSV atomically."""
+def write_csv(path: Path, rows: list[dict[str, Any]] | pd.DataFrame) -> None:
+    """Write rows (or a frame, whose columns are kept even when empty) as CSV atomically."""
     tmp = path.with_name(path.name + ".tmp")
     pd.DataFrame(rows).to_csv(tmp, index=False)
     tmp.replace(path)
 
 
+def safe_name(name: str) -> str:
+    """An id or import path made safe as a folder name (``pkg.mod:Name`` -> ``pkg.mod.Name``)."""
+    return name.replace(":", ".").replace("/", "_").replace("\\", "_")
+
+
 def run_name(cfg: TrainConfig, uses_teacher: bool) -> str:
     """Folder name of a run: ``task-agent-teacher-labels-sSEED``."""
-
-    def clean(name: str) -> str:
-        return name.replace(":", ".").replace("/", "_").replace("\\", "_")
-
     if uses_teacher:
-        return f"{clean(cfg.task)}-{clean(cfg.agent)}-{clean(cfg.teacher)}-{cfg.labels}-s{cfg.seed}"
-    return f"{clean(cfg.task)}-{clean(cfg.agent)}-s{cfg.seed}"
+        return (
+            f"{safe_name(cfg.task)}-{safe_name(cfg.agent)}-{safe_name(cfg.teacher)}"
+            f"-{cfg.labels}-s{cfg.seed}"
+        )
+    return f"{safe_name(cfg.task)}-{safe_name(cfg.agent)}-s{cfg.seed}"
 
 
 class RunReporter:
