@@ -27,9 +27,16 @@ from prefbench.envs.teachers import Teacher
 
 @dataclass(frozen=True)
 class TrueRewardConfig:
-    """Settings of the true-reward baseline."""
+    """Settings of the true-reward baseline.
+
+    Attributes:
+        rl: The learner.
+        sign_reward: Train on the sign of the reward (standard on Atari, where scores
+            differ by orders of magnitude across games); evaluation still reports the score.
+    """
 
     rl: RLConfig = field(default_factory=RLConfig)
+    sign_reward: bool = False
 
 
 class TrueRewardAgent(LearnerPolicy):
@@ -50,7 +57,9 @@ class TrueRewardAgent(LearnerPolicy):
         self.venv = RewardVecEnv(
             make_vec_env(
                 ctx.task, self.config.rl.n_envs, stream_seed(ctx.seed, "train_env") % 2**31
-            )
+            ),
+            frame_stack=ctx.task.frame_stack,
+            sign_true_reward=self.config.sign_reward,
         )
         self.learner = build_learner(
             self.config.rl,

@@ -181,6 +181,7 @@ class PreferenceAgent(LearnerPolicy):
         self.venv = RewardVecEnv(
             make_vec_env(task, self.config.rl.n_envs, stream_seed(ctx.seed, "train_env") % 2**31),
             self.reward_model.reward,
+            frame_stack=task.frame_stack,
         )
         self.learner = build_learner(
             self.config.rl,
@@ -218,15 +219,23 @@ class PreferenceAgent(LearnerPolicy):
         data = self.dataset
         if self.config.loop.recent_labels:
             data = data.recent(self.config.loop.recent_labels)
-        stats = self.reward_model.fit(data, epochs)
+        stats = self.reward_model.fit(data, epochs, first_label=len(self.dataset) - len(data))
         self._fit_metrics = {**stats.summary(), "rm_labels": float(len(self.dataset))}
 
     def _renormalize(self, trajectories: list[Trajectory]) -> None:
-        obs = np.concatenate([t.obs for t in trajectories])
-        acts = np.concatenate([t.acts for t in trajectories])
-        n = min(len(obs), self.config.loop.norm_samples)
-        idx = self.query_rng.choice(len(obs), size=n, replace=False)
-        self.reward_model.update_normalization(obs[idx], acts[idx])
+        lengths = np.array([len(t) for t in trajectories])
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        n = min(int(lengths.sum()), self.config.loop.norm_samples)
+        idx = self.query_rng.choice(int(lengths.sum()), size=n, replace=False)
+        # Gather only the sampled steps: concatenating every (stacked) frame would not fit.
+        which = np.searchsorted(starts, idx, side="right") - 1
+        obs = np.stack(
+            [trajectories[w].obs[i - starts[w]] for w, i in zip(which, idx, strict=True)]
+        )
+        acts = np.stack(
+            [trajectories[w].acts[i - starts[w]] for w, i in zip(which, idx, strict=True)]
+        )
+        self.reward_model.update_normalization(obs, acts)
 
     def _target(self, step: int) -> int:
         loop = self.config.loop

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from prefbench.agents.encoders import ENCODERS, EnsembleLinear
+from prefbench.agents.encoders import ENCODERS, EnsembleLinear, SeededDropout
 from prefbench.envs.data import CheckpointError, ClipPairs, PreferenceDataset
 from prefbench.envs.seeding import make_torch_generator
 
@@ -176,12 +176,24 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def set_normalization(self, obs: torch.Tensor, acts: torch.Tensor | None) -> None:
-        """Fit each member's output normalisation on ``(M, *O)`` states (and actions)."""
+        """Fit each member's output normalisation on ``(M, *O)`` states (and actions).
+
+        States go through the network about 5e7 input values at a time (conv activations
+        are large; a MuJoCo batch is one chunk).
+        """
         k = self.n_members
-        r = self.step_rewards(
-            obs.unsqueeze(0).expand(k, *obs.shape),
-            acts.unsqueeze(0).expand(k, *acts.shape) if self.act_dim else None,
-        )
+        chunk = max(1, int(5e7 // max(1, math.prod(obs.shape[1:]))))
+        parts = []
+        for s in range(0, obs.shape[0], chunk):
+            o = obs[s : s + chunk]
+            a = acts[s : s + chunk] if self.act_dim else None
+            parts.append(
+                self.step_rewards(
+                    o.unsqueeze(0).expand(k, *o.shape),
+                    a.unsqueeze(0).expand(k, *a.shape) if a is not None else None,
+                )
+            )
+        r = torch.cat(parts, dim=1)
         self.out_mean.copy_(r.mean(dim=1))
         self.out_std.copy_(r.std(dim=1).clamp_min(1e-6) if r.shape[1] > 1 else torch.ones(k))
 
@@ -262,14 +274,34 @@ class DeviceData:
     """Labelled pairs on the device.
 
     Attributes:
-        obs: ``(N, 2, H, *O)`` observations.
+        obs: ``(N, 2, H, *O)`` observations, or with ``frame_stack = k > 0`` the compact
+            ``(N, 2, H + k - 1, F...)`` frames that the ``(H, k, F...)`` stacks are cut from.
         acts: ``(N, 2, H, A)`` flattened actions.
         prefs: ``(N,)`` probability that the first clip is preferred.
+        frame_stack: ``k``, or 0 when ``obs`` holds whole observations.
     """
 
     obs: torch.Tensor
     acts: torch.Tensor
     prefs: torch.Tensor
+    frame_stack: int = 0
+
+    def clips(self, idx: torch.Tensor) -> torch.Tensor:
+        """``(*idx.shape, 2, H, *O)`` observations of the pairs ``idx`` (stacks built here)."""
+        obs = self.obs[idx]
+        if not self.frame_stack:
+            return obs
+        axis = idx.dim() + 1  # the frame axis, after the pair and clip axes
+        # unfold puts the window last: (..., H, F..., k) -> (..., H, k, F...).
+        return obs.unfold(axis, self.frame_stack, 1).movedim(-1, axis + 1)
+
+    @property
+    def clip_shape(self) -> tuple[int, ...]:
+        """``(H, *O)``, one clip's observations."""
+        if not self.frame_stack:
+            return tuple(self.obs.shape[2:])
+        k = self.frame_stack
+        return (self.obs.shape[2] - k + 1, k, *self.obs.shape[3:])
 
 
 class RewardModel:
@@ -300,6 +332,11 @@ class RewardModel:
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=torch_gen)))
             self.net = RewardEnsemble(tuple(obs_shape), act_dim, self.config)
         self.net.to(self.device)
+        # Dropout masks come from the model's own stream, saved with its checkpoints.
+        self.dropout_gen = make_torch_generator(seed, "reward_model_dropout", self.device)
+        for module in self.net.modules():
+            if isinstance(module, SeededDropout):
+                module.generator = self.dropout_gen
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
         k = self.config.ensemble_size
         self.l2 = np.full(k, self.config.l2_init, dtype=np.float64)
@@ -322,16 +359,20 @@ class RewardModel:
         acts = torch.as_tensor(data.pairs.acts, device=self.device).reshape(
             *data.pairs.acts.shape[:3], -1
         )
+        pairs = data.pairs
+        # Compact frames go to the device as they are; stacks are cut per batch.
+        obs = pairs.obs if pairs.frames is None else pairs.frames
         return DeviceData(
-            self._obs_tensor(data.pairs.obs),
+            self._obs_tensor(obs),
             acts.float(),
             torch.as_tensor(data.prefs, device=self.device, dtype=torch.float32),
+            pairs.frame_stack,
         )
 
     def _returns(self, d: DeviceData, idx: torch.Tensor) -> torch.Tensor:
         """Predicted returns ``(K, B, 2)`` for per-member index arrays ``idx`` ``(K, B)``."""
         k, b = idx.shape
-        obs = d.obs[idx]  # (K, B, 2, H, *O)
+        obs = d.clips(idx)  # (K, B, 2, H, *O)
         acts = d.acts[idx]
         h = obs.shape[3]
         r = self.net.clip_returns(
@@ -373,19 +414,28 @@ class RewardModel:
         self._numpy_net = None
         return losses.detach()
 
-    def fit(self, data: PreferenceDataset, epochs: int | None = None) -> FitStats:
+    def fit(
+        self, data: PreferenceDataset, epochs: int | None = None, *, first_label: int = 0
+    ) -> FitStats:
         """Train every member on its bootstrap resample of its non-held-out labels.
 
+        Each label keeps its holdout flags for good, so a label held out of a member is
+        never trained on by it, also when training on a window of the newest labels.
+
         Args:
-            data: All labels so far (order must be stable: label ``i`` keeps its holdout flags).
+            data: Labels in arrival order: labels ``first_label, ..., first_label + N - 1``
+                of all labels so far (``first_label > 0`` for a window of the newest).
             epochs: Passes over the resample; defaults to ``config.epochs_per_fit``.
+            first_label: Index of ``data``'s first label among all labels.
         """
         epochs = self.config.epochs_per_fit if epochs is None else epochs
         n = len(data)
         if n == 0:
             raise ValueError("cannot fit a reward model on zero labels")
+        if first_label < 0:
+            raise ValueError(f"first_label must be >= 0, got {first_label}")
         k, bsz = self.config.ensemble_size, self.config.batch_size
-        holdout = self._holdout_for(n)
+        holdout = self._holdout_for(first_label + n)[first_label:]
         d = self.to_device(data)
         train_pools = [np.flatnonzero(~holdout[:, m]) for m in range(k)]
         # Members with every label held out (tiny datasets) train on all of them.
@@ -429,7 +479,7 @@ class RewardModel:
     def _all_returns(self, d: DeviceData) -> torch.Tensor:
         """``(K, N, 2)`` returns of every pair for every member, in chunks."""
         k, n = self.config.ensemble_size, d.prefs.shape[0]
-        chunk = self._pairs_per_chunk(d.obs.shape[2:])
+        chunk = self._pairs_per_chunk(d.clip_shape)
         out = []
         for s in range(0, n, chunk):
             idx = torch.arange(s, min(n, s + chunk), device=self.device).expand(k, -1)
@@ -454,6 +504,8 @@ class RewardModel:
 
     def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
         """Observations on the device; integer frames stay integers (encoders scale them)."""
+        if not obs.flags.writeable:  # e.g. a frame-stack view: copy just this batch
+            obs = np.array(obs)
         t = torch.as_tensor(obs, device=self.device)
         return t.float() if t.is_floating_point() else t
 
@@ -492,14 +544,14 @@ class RewardModel:
         """``(K, N)``: each member's P(first clip preferred) (without the random-answer mixture)."""
         self.net.eval()
         k = self.config.ensemble_size
-        obs = self._obs_tensor(pairs.obs)
-        acts = self._flat_acts(pairs.acts, 3)
-        n, _, h = obs.shape[:3]
-        chunk = self._pairs_per_chunk(obs.shape[2:])
+        n, _, h = pairs.obs.shape[:3]
+        chunk = self._pairs_per_chunk(pairs.obs.shape[2:])
         out = []
         for s in range(0, n, chunk):
-            o = obs[s : s + chunk].reshape(-1, h, *obs.shape[3:])
-            a = acts[s : s + chunk].reshape(-1, h, acts.shape[-1])
+            # Chunk by chunk: compact frame stacks expand only one chunk at a time.
+            o = self._obs_tensor(pairs.obs[s : s + chunk]).reshape(-1, h, *pairs.obs.shape[3:])
+            a = self._flat_acts(pairs.acts[s : s + chunk], 3)
+            a = a.reshape(-1, h, a.shape[-1])
             r = self.net.clip_returns(
                 o.unsqueeze(0).expand(k, *o.shape), a.unsqueeze(0).expand(k, *a.shape)
             )
@@ -535,6 +587,8 @@ class RewardModel:
             "holdout": torch.as_tensor(self.holdout),
             "optimizer": self.optimizer.state_dict(),
             "rng_state": json.dumps(self._rng.bit_generator.state),
+            "dropout_rng_state": self.dropout_gen.get_state(),
+            "dropout_rng_device": self.device.type,
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(payload, tmp)
@@ -578,6 +632,10 @@ class RewardModel:
             model.holdout = payload["holdout"].numpy().astype(bool)
             model.optimizer.load_state_dict(payload["optimizer"])
             model._rng.bit_generator.state = json.loads(payload["rng_state"])
+            # CPU and CUDA generators keep different states: a checkpoint moved across
+            # device kinds starts a fresh dropout stream. Older checkpoints have none.
+            if payload.get("dropout_rng_device") == model.device.type:
+                model.dropout_gen.set_state(payload["dropout_rng_state"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{path} does not hold a consistent reward model: {exc}") from exc
         return model

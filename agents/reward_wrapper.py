@@ -22,6 +22,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from prefbench.envs.data import Trajectory
+from prefbench.envs.rollout import EpisodeRecorder
 
 #: ``(obs (M, *O), acts (M, A...)) -> (M,)`` rewards for a batch of steps.
 RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -35,16 +36,26 @@ class RewardVecEnv(VecEnvWrapper):
     Args:
         venv: Vectorised environments (SB3 ``VecEnv``).
         reward_fn: Scores a batch of steps; ``None`` passes the true reward through.
+        frame_stack: The task's frame stack ``k``: record trajectories compactly, each
+            frame once (0: plain observations).
+        sign_true_reward: Without ``reward_fn``, hand the learner the sign of the true
+            reward (Atari's usual reward clipping); recorded rewards stay unclipped.
     """
 
-    def __init__(self, venv: VecEnv, reward_fn: RewardFn | None = None) -> None:
+    def __init__(
+        self,
+        venv: VecEnv,
+        reward_fn: RewardFn | None = None,
+        *,
+        frame_stack: int = 0,
+        sign_true_reward: bool = False,
+    ) -> None:
         super().__init__(venv)
         self.reward_fn = reward_fn
+        self.sign_true_reward = sign_true_reward
         self._obs: np.ndarray | None = None
         self._acts: np.ndarray | None = None
-        self._buf_obs: list[list[np.ndarray]] = [[] for _ in range(self.num_envs)]
-        self._buf_acts: list[list[np.ndarray]] = [[] for _ in range(self.num_envs)]
-        self._buf_rews: list[list[float]] = [[] for _ in range(self.num_envs)]
+        self._recorders = [EpisodeRecorder(frame_stack) for _ in range(self.num_envs)]
         self._finished: list[Trajectory] = []
         self.total_steps = 0
 
@@ -52,10 +63,8 @@ class RewardVecEnv(VecEnvWrapper):
         """Reset all envs; partial trajectories are discarded."""
         obs = self.venv.reset()
         self._obs = np.asarray(obs).copy()
-        for i in range(self.num_envs):
-            self._buf_obs[i].clear()
-            self._buf_acts[i].clear()
-            self._buf_rews[i].clear()
+        for recorder in self._recorders:
+            recorder.clear()
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -68,23 +77,14 @@ class RewardVecEnv(VecEnvWrapper):
         obs, true_rew, dones, infos = self.venv.step_wait()
         prev_obs, acts = self._obs, self._acts
         assert prev_obs is not None and acts is not None, "step before reset"
-        for i in range(self.num_envs):
-            self._buf_obs[i].append(prev_obs[i])
-            self._buf_acts[i].append(acts[i])
-            self._buf_rews[i].append(float(true_rew[i]))
+        for i, recorder in enumerate(self._recorders):
+            recorder.add(prev_obs[i], acts[i], true_rew[i])
             if dones[i]:
-                self._finished.append(
-                    Trajectory(
-                        np.stack(self._buf_obs[i]),
-                        np.stack(self._buf_acts[i]),
-                        np.asarray(self._buf_rews[i], dtype=np.float32),
-                    )
-                )
-                self._buf_obs[i].clear()
-                self._buf_acts[i].clear()
-                self._buf_rews[i].clear()
+                self._finished.append(recorder.finish())
         if self.reward_fn is None:
             rewards = np.asarray(true_rew, dtype=np.float32)
+            if self.sign_true_reward:
+                rewards = np.sign(rewards)
         else:
             rewards = np.asarray(self.reward_fn(prev_obs, acts), dtype=np.float32)
             if rewards.shape != (self.num_envs,):

@@ -46,6 +46,20 @@ ALGORITHMS.register("a2c", A2C)
 ALGORITHMS.register("trpo", TRPO)
 
 
+LR_SCHEDULES = ("constant", "linear")
+
+
+@dataclass(frozen=True)
+class LinearSchedule:
+    """``start`` decayed linearly to 0 over training (SB3 passes the progress remaining)."""
+
+    start: float
+
+    def __call__(self, progress_remaining: float) -> float:
+        """The rate at ``progress_remaining`` (1 at the start, 0 at the end)."""
+        return self.start * progress_remaining
+
+
 @dataclass(frozen=True)
 class RLConfig:
     """On-policy learner settings.
@@ -58,6 +72,8 @@ class RLConfig:
         gae_lambda: GAE lambda.
         ent_coef: Entropy bonus; ``None`` takes the task's paper value.
         learning_rate: Optimiser step size; ``None`` keeps the algorithm's default.
+        lr_schedule: ``constant``, or ``linear`` (decays to 0 over the run, the paper's
+            A2C setting on Atari).
         net_arch: Hidden layers of the policy and value networks.
         algo_kwargs: Further keyword arguments for the algorithm's constructor.
     """
@@ -69,6 +85,7 @@ class RLConfig:
     gae_lambda: float = 0.97
     ent_coef: float | None = None
     learning_rate: float | None = None
+    lr_schedule: str = "constant"
     net_arch: tuple[int, ...] = (64, 64)
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -83,6 +100,10 @@ class RLConfig:
             raise ValueError(f"rl.ent_coef must be >= 0, got {self.ent_coef}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"rl.learning_rate must be > 0, got {self.learning_rate}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"rl.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
         if any(width < 1 for width in self.net_arch):
             raise ValueError(f"rl.net_arch widths must be >= 1, got {self.net_arch}")
         ALGORITHMS.get(self.algo)  # fail early on an unknown algorithm
@@ -125,6 +146,11 @@ def build_learner(
         kwargs["ent_coef"] = task.entropy_coef if config.ent_coef is None else config.ent_coef
     if config.learning_rate is not None:
         kwargs["learning_rate"] = config.learning_rate
+    if config.lr_schedule == "linear":
+        start = kwargs.get("learning_rate", params["learning_rate"].default)
+        if not isinstance(start, float | int):
+            raise ConfigError(f"{cls.__name__} has no numeric default learning rate to decay")
+        kwargs["learning_rate"] = LinearSchedule(float(start))
     if "batch_size" in params and issubclass(cls, PPO):
         kwargs["batch_size"] = 64
     kwargs.update(config.algo_kwargs)

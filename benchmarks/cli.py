@@ -3,7 +3,7 @@
 ``prefbench run SUITE``: every cell of a suite, then the results table;
 ``prefbench report DIR``: tables and plots of a results folder; ``prefbench train``: one
 run; ``prefbench list tasks|agents|teachers|suites``: what is registered;
-``prefbench perf reward-model|overhead``: throughput and overhead figures. Bad input ends
+``prefbench perf reward-model|frames|overhead``: throughput and overhead figures. Bad input ends
 with a one-line ``prefbench: error: ...`` and exit status 2.
 """
 
@@ -75,6 +75,18 @@ def _build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--seconds", type=float, default=5.0, help="time to measure for")
     rm.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     rm.add_argument("--device", default="auto")
+    rm.add_argument(
+        "--encoder", choices=("flatten", "cnn"), default="flatten", help="cnn: 84x84 frames"
+    )
+    rm.add_argument("--frame-stack", type=int, default=4, help="frames per stack (cnn)")
+    fr = psub.add_parser("frames", help="env frames/s with and without the learned reward")
+    fr.add_argument("--task", default="pong")
+    fr.add_argument("--envs", type=int, default=16)
+    fr.add_argument("--steps", type=int, default=4000, help="agent steps per run")
+    fr.add_argument("--rounds", type=int, default=3, help="alternating runs of each kind")
+    fr.add_argument("--subprocess", action="store_true", help="one process per env")
+    fr.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    fr.add_argument("--device", default="auto")
     ov = psub.add_parser("overhead", help="wall time of preference PPO over true-reward PPO")
     ov.add_argument("--task", default="halfcheetah")
     ov.add_argument("--steps", type=int, default=50_000)
@@ -201,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.perf == "reward-model":
                 perf.reward_model_throughput(args)
+            elif args.perf == "frames":
+                perf.frames_throughput(args)
             else:
                 perf.overhead(args)
     except (UnknownIdError, ConfigError, CheckpointError, ValueError, TypeError) as exc:

@@ -18,11 +18,29 @@ from prefbench.agents.reward_model import RewardModel, RewardModelConfig
 from prefbench.envs.data import ClipPairs, PreferenceDataset
 
 
+def _random_pairs(args: argparse.Namespace, n: int, rng: np.random.Generator) -> ClipPairs:
+    """``n`` random labelled-pair inputs: vectors (``flatten``) or compact 84x84 frames."""
+    clip = args.clip
+    rews = np.zeros((n, 2, clip), dtype=np.float32)
+    if args.encoder == "cnn":
+        stack = args.frame_stack
+        frames = rng.integers(0, 256, size=(n, 2, clip + stack - 1, 84, 84), dtype=np.uint8)
+        acts = rng.integers(0, 6, size=(n, 2, clip)).astype(np.int64)
+        return ClipPairs.from_frames(frames, stack, acts, rews)
+    return ClipPairs(
+        rng.normal(size=(n, 2, clip, args.obs_dim)).astype(np.float32),
+        rng.normal(size=(n, 2, clip, args.act_dim)).astype(np.float32),
+        rews,
+    )
+
+
 def reward_model_throughput(args: argparse.Namespace) -> float:
     """Time batched ensemble training steps on random clips; prints and returns pairs/s.
 
     A pair is one labelled pair in one member's minibatch slot: a step with batch ``B``
-    trains every member on its own ``B`` pairs, and counts ``B`` pairs.
+    trains every member on its own ``B`` pairs, and counts ``B`` pairs (``2 B`` clips).
+    ``--encoder cnn`` times the paper's Atari network on 84x84 frame stacks kept as
+    compact frames, and prints the memory that 1,000 stored clips take.
     """
     k, hidden, clip = args.ensemble, args.hidden, args.clip
     for name, value in (
@@ -32,6 +50,7 @@ def reward_model_throughput(args: argparse.Namespace) -> float:
         ("obs-dim", args.obs_dim),
         ("act-dim", args.act_dim),
         ("batch", args.batch),
+        ("frame-stack", args.frame_stack),
     ):
         if value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}")
@@ -39,17 +58,19 @@ def reward_model_throughput(args: argparse.Namespace) -> float:
         raise ValueError(f"--seconds must be > 0, got {args.seconds}")
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    cnn = args.encoder == "cnn"
     config = RewardModelConfig(
-        ensemble_size=k, hidden_sizes=(hidden, hidden), batch_size=args.batch
+        ensemble_size=k,
+        hidden_sizes=(hidden, hidden),
+        batch_size=args.batch,
+        encoder=args.encoder,
+        use_actions=not cnn,
     )
-    model = RewardModel((args.obs_dim,), args.act_dim, config, seed=0, device=args.device)
     rng = np.random.default_rng(0)
-    n = 4096
-    pairs = ClipPairs(
-        rng.normal(size=(n, 2, clip, args.obs_dim)).astype(np.float32),
-        rng.normal(size=(n, 2, clip, args.act_dim)).astype(np.float32),
-        np.zeros((n, 2, clip), dtype=np.float32),
-    )
+    n = 512 if cnn else 4096
+    pairs = _random_pairs(args, n, rng)
+    obs_shape = pairs.obs.shape[3:]
+    model = RewardModel(obs_shape, 1 if cnn else args.act_dim, config, seed=0, device=args.device)
     data = model.to_device(PreferenceDataset(pairs, rng.integers(0, 2, n).astype(np.float32)))
     gen = torch.Generator(device=model.device).manual_seed(0)
 
@@ -57,7 +78,7 @@ def reward_model_throughput(args: argparse.Namespace) -> float:
         idx = torch.randint(0, n, (k, args.batch), generator=gen, device=model.device)
         model.train_step(data, idx)
 
-    for _ in range(5):
+    for _ in range(3):
         step()
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     sync()
@@ -68,10 +89,27 @@ def reward_model_throughput(args: argparse.Namespace) -> float:
     sync()
     elapsed = time.perf_counter() - start
     pairs_per_s = steps * args.batch / elapsed
+    print(f"device {model.device}, torch threads {threads}, torch {torch.__version__}")
+    if cnn:
+        print(
+            f"conv ensemble K={k}, clip {clip} steps of {args.frame_stack}x84x84 frames, "
+            f"batch {args.batch} pairs per member"
+        )
+        print(f"{steps} steps in {elapsed:.2f}s")
+        print(
+            f"reward-model training K={k} cnn: {pairs_per_s:.1f} pairs/s, "
+            f"{2 * pairs_per_s:.1f} clips/s"
+        )
+        compact = pairs.nbytes / (2 * n) * 1000
+        plain = (pairs.obs.size * pairs.obs.itemsize + pairs.acts.nbytes) / (2 * n) * 1000
+        print(
+            f"memory per 1,000 stored clips: {compact / 1e6:.1f} MB as compact frames, "
+            f"{plain / 1e6:.1f} MB as whole stacks ({plain / compact:.2f}x)"
+        )
+        return pairs_per_s
     in_dim = args.obs_dim + args.act_dim
     macs_per_row = in_dim * hidden + hidden * hidden  # trunk; the head runs on clip sums
     flops = 6 * macs_per_row * k * args.batch * 2 * clip * steps  # forward 2x + backward 4x
-    print(f"device {model.device}, torch threads {threads}, torch {torch.__version__}")
     print(
         f"ensemble K={k}, hidden {hidden}x2, clip {clip}, obs {args.obs_dim}, act {args.act_dim}, "
         f"batch {args.batch} pairs per member"
@@ -82,6 +120,59 @@ def reward_model_throughput(args: argparse.Namespace) -> float:
     )
     print(f"reward-model training K={k} hidden={hidden}: {pairs_per_s:.0f} pairs/s")
     return pairs_per_s
+
+
+def frames_throughput(args: argparse.Namespace) -> float:
+    """Environment frames per second with and without the learned reward, side by side.
+
+    Random actions drive ``--envs`` copies of the task through the wrapper that records
+    trajectories, once handing on the true reward and once scoring every batch of steps
+    with a reward model (the task's encoder); the runs alternate ``--rounds`` times.
+    Returns the learned reward's share of the throughput lost.
+    """
+    from prefbench.agents.reward_wrapper import RewardVecEnv
+    from prefbench.envs.rollout import make_vec_env, random_actions
+    from prefbench.envs.tasks import get_task
+
+    if args.steps < 1 or args.envs < 1 or args.rounds < 1:
+        raise ValueError("--steps, --envs and --rounds must be >= 1")
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    task = get_task(args.task)
+    obs_space, act_space = task.spaces()
+    images = len(obs_space.shape) == 3
+    config = RewardModelConfig(
+        encoder="cnn" if images else "flatten", use_actions=not images, output_std=0.05
+    )
+    act_dim = int(np.prod(act_space.shape)) if act_space.shape else 1
+    model = RewardModel(obs_space.shape, act_dim, config, seed=0, device=args.device)
+    skip = 4 if task.frame_stack else 1  # emulator frames per agent step
+    rng = np.random.default_rng(0)
+    timings: dict[str, list[float]] = {"true reward": [], "learned reward": []}
+    for _ in range(args.rounds):
+        for name, fn in (("true reward", None), ("learned reward", model.reward)):
+            venv = RewardVecEnv(
+                make_vec_env(task, args.envs, 0, subprocess=args.subprocess),
+                fn,
+                frame_stack=task.frame_stack,
+            )
+            venv.reset()
+            start = time.perf_counter()
+            for _ in range(args.steps // args.envs):
+                venv.step(random_actions(venv.action_space, args.envs, rng))
+                venv.pop_finished()
+            timings[name].append(time.perf_counter() - start)
+            venv.close()
+    steps = (args.steps // args.envs) * args.envs
+    print(f"{task.id}: {args.envs} envs, {steps} agent steps per run, {args.rounds} rounds")
+    fps = {}
+    for name, times in timings.items():
+        fps[name] = steps * skip / float(np.median(times))
+        print(
+            f"{name:15} {fps[name]:9.0f} frames/s  ({steps / float(np.median(times)):.0f} steps/s)"
+        )
+    cost = 1 - fps["learned reward"] / fps["true reward"]
+    print(f"the learned reward costs {100 * cost:.1f}% of the frames per second")
+    return cost
 
 
 def overhead(args: argparse.Namespace) -> float:

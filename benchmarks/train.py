@@ -318,7 +318,7 @@ class RunReporter:
         if self._eval_env is None:
             self._eval_env = make_vec_env(self.task, self.cfg.eval_episodes, seed)
         self._eval_env.seed(seed)
-        trajs = rollout(self._eval_env, self.agent.predict)
+        trajs = rollout(self._eval_env, self.agent.predict, frame_stack=self.task.frame_stack)
         returns = [t.true_return for t in trajs]
         accuracy = math.nan
         if self._model is not None:

@@ -9,12 +9,18 @@ All arrays are NumPy; shapes are documented per field with these letters:
 
 True rewards travel with the data because the synthetic teacher needs them; learners
 read only ``obs`` and ``acts``.
+
+Frame-stacked observations (Atari: ``O... = (k, 84, 84)``, the last ``k`` frames, oldest
+first) are stored compactly: each distinct frame once, in a ``frames`` array, with
+``obs`` a read-only strided view over it (:func:`stacked_view`). Consecutive steps share
+``k - 1`` frames, so a 25-step clip of 4-frame stacks holds 28 frames instead of 100.
+Slicing, indexing, concatenating, sampling and saving keep the compact form.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +37,36 @@ def _check(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
+def stacked_view(frames: np.ndarray, stack: int, axis: int) -> np.ndarray:
+    """A read-only view of ``stack``-frame stacks over runs of single frames; copies nothing.
+
+    Args:
+        frames: ``(..., L, F...)`` frames, runs along ``axis``.
+        stack: ``k``, frames per stack (1 <= k <= L).
+        axis: Position of the run axis ``L``.
+
+    Returns:
+        ``(..., L - k + 1, k, F...)``: stack ``t`` holds frames ``t, ..., t + k - 1``
+        (oldest first, the order of Gymnasium's ``FrameStackObservation``).
+    """
+    length = frames.shape[axis]
+    _check(1 <= stack <= length, f"cannot stack {stack} frames from runs of {length}")
+    step = frames.strides[axis]
+    shape = (*frames.shape[:axis], length - stack + 1, stack, *frames.shape[axis + 1 :])
+    strides = (*frames.strides[:axis], step, step, *frames.strides[axis + 1 :])
+    return np.lib.stride_tricks.as_strided(frames, shape, strides, writeable=False)
+
+
+def _check_frames(obs: np.ndarray, frames: np.ndarray, axis: int) -> None:
+    """``obs`` must be the ``stacked_view`` of ``frames`` (shape and memory)."""
+    k = obs.shape[axis + 1] if obs.ndim > axis + 1 else 0
+    want = (*frames.shape[:axis], frames.shape[axis] - k + 1, k, *frames.shape[axis + 1 :])
+    _check(
+        k >= 1 and obs.shape == want and (obs.size == 0 or np.may_share_memory(obs, frames)),
+        f"obs {obs.shape} is not a frame-stack view of frames {frames.shape}",
+    )
+
+
 @dataclass(frozen=True)
 class Trajectory:
     """One stretch of experience from a single environment.
@@ -39,11 +75,15 @@ class Trajectory:
         obs: ``(T, O...)`` observation seen before each action.
         acts: ``(T, A...)`` action taken.
         true_rewards: ``(T,)`` float32 environment reward of each step (hidden from the agent).
+        frames: ``(T + k - 1, F...)`` for ``k``-frame-stacked observations stored compactly
+            (then ``obs``, ``(T, k, F...)``, is a view of it; build with :meth:`from_frames`);
+            ``None`` when ``obs`` holds its own data.
     """
 
     obs: np.ndarray
     acts: np.ndarray
     true_rewards: np.ndarray
+    frames: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.obs)
@@ -52,6 +92,27 @@ class Trajectory:
             f"trajectory arrays disagree: obs {self.obs.shape}, acts {self.acts.shape}, "
             f"true_rewards {self.true_rewards.shape}",
         )
+        if self.frames is not None:
+            _check_frames(self.obs, self.frames, 0)
+
+    @staticmethod
+    def from_frames(
+        frames: np.ndarray, stack: int, acts: np.ndarray, true_rewards: np.ndarray
+    ) -> Trajectory:
+        """A trajectory whose observations are ``stack``-frame stacks of ``frames``.
+
+        Args:
+            frames: ``(T + k - 1, F...)`` distinct frames in time order.
+            stack: ``k``.
+            acts: ``(T, A...)``.
+            true_rewards: ``(T,)``.
+        """
+        return Trajectory(stacked_view(frames, stack, 0), acts, true_rewards, frames)
+
+    @property
+    def frame_stack(self) -> int:
+        """``k`` when stored as frames, else 0."""
+        return self.obs.shape[1] if self.frames is not None else 0
 
     def __len__(self) -> int:
         return len(self.obs)
@@ -70,11 +131,15 @@ class ClipPairs:
         obs: ``(N, 2, H, O...)`` observations.
         acts: ``(N, 2, H, A...)`` actions.
         true_rewards: ``(N, 2, H)`` float32 true per-step rewards (for the teacher only).
+        frames: ``(N, 2, H + k - 1, F...)`` for ``k``-frame-stacked observations stored
+            compactly (then ``obs``, ``(N, 2, H, k, F...)``, is a view of it; build with
+            :meth:`from_frames`); ``None`` when ``obs`` holds its own data.
     """
 
     obs: np.ndarray
     acts: np.ndarray
     true_rewards: np.ndarray
+    frames: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         _check(
@@ -90,6 +155,33 @@ class ClipPairs:
             self.true_rewards.shape == (n, 2, h),
             f"true_rewards must be {(n, 2, h)}, got {self.true_rewards.shape}",
         )
+        if self.frames is not None:
+            _check_frames(self.obs, self.frames, 2)
+
+    @staticmethod
+    def from_frames(
+        frames: np.ndarray, stack: int, acts: np.ndarray, true_rewards: np.ndarray
+    ) -> ClipPairs:
+        """Pairs whose observations are ``stack``-frame stacks of ``frames``.
+
+        Args:
+            frames: ``(N, 2, H + k - 1, F...)`` distinct frames of each clip in time order.
+            stack: ``k``.
+            acts: ``(N, 2, H, A...)``.
+            true_rewards: ``(N, 2, H)``.
+        """
+        return ClipPairs(stacked_view(frames, stack, 2), acts, true_rewards, frames)
+
+    @property
+    def frame_stack(self) -> int:
+        """``k`` when stored as frames, else 0."""
+        return self.obs.shape[3] if self.frames is not None else 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (the frames once, not the stacks, when stored compactly)."""
+        obs = self.obs if self.frames is None else self.frames
+        return obs.nbytes + self.acts.nbytes + self.true_rewards.nbytes
 
     def __len__(self) -> int:
         return self.obs.shape[0]
@@ -100,17 +192,24 @@ class ClipPairs:
         return self.obs.shape[2]
 
     def __getitem__(self, index: np.ndarray | slice) -> ClipPairs:
+        if self.frames is not None:
+            return ClipPairs.from_frames(
+                self.frames[index], self.frame_stack, self.acts[index], self.true_rewards[index]
+            )
         return ClipPairs(self.obs[index], self.acts[index], self.true_rewards[index])
 
     @staticmethod
     def concatenate(batches: Sequence[ClipPairs]) -> ClipPairs:
-        """Join batches along the pair axis."""
+        """Join batches along the pair axis (all compact with the same ``k``, or none)."""
         _check(len(batches) > 0, "nothing to concatenate")
-        return ClipPairs(
-            np.concatenate([b.obs for b in batches]),
-            np.concatenate([b.acts for b in batches]),
-            np.concatenate([b.true_rewards for b in batches]),
-        )
+        stacks = {b.frame_stack for b in batches}
+        _check(len(stacks) == 1, f"cannot join clips of different frame stacks {stacks}")
+        acts = np.concatenate([b.acts for b in batches])
+        rews = np.concatenate([b.true_rewards for b in batches])
+        if batches[0].frames is not None:
+            frames = np.concatenate([b.frames for b in batches])  # type: ignore[misc]
+            return ClipPairs.from_frames(frames, batches[0].frame_stack, acts, rews)
+        return ClipPairs(np.concatenate([b.obs for b in batches]), acts, rews)
 
 
 @dataclass(frozen=True)
@@ -185,13 +284,17 @@ def save_dataset(dataset: PreferenceDataset, path: str | Path) -> None:
     """Write labelled pairs to ``path`` (``.npz``, no pickles), atomically."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.npz")
+    pairs = dataset.pairs
+    obs = {"obs": pairs.obs}
+    if pairs.frames is not None:
+        obs = {"frames": pairs.frames, "frame_stack": np.array(pairs.frame_stack)}
     np.savez(
         tmp,
         format=np.array(DATASET_FORMAT),
-        obs=dataset.pairs.obs,
-        acts=dataset.pairs.acts,
-        true_rewards=dataset.pairs.true_rewards,
+        acts=pairs.acts,
+        true_rewards=pairs.true_rewards,
         prefs=dataset.prefs,
+        **obs,
     )
     tmp.replace(path)
 
@@ -209,7 +312,8 @@ def load_dataset(path: str | Path) -> PreferenceDataset:
         with np.load(path, allow_pickle=False) as f:
             if "format" not in f.files or str(f["format"]) != DATASET_FORMAT:
                 raise CheckpointError(f"{path} is not a prefbench label dataset")
-            arrays = {k: f[k] for k in ("obs", "acts", "true_rewards", "prefs")}
+            obs_keys = ("frames", "frame_stack") if "frames" in f.files else ("obs",)
+            arrays = {k: f[k] for k in (*obs_keys, "acts", "true_rewards", "prefs")}
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - zip/npy errors all mean a bad file
@@ -217,7 +321,12 @@ def load_dataset(path: str | Path) -> PreferenceDataset:
             f"{path} is not a readable label dataset ({type(exc).__name__})"
         ) from exc
     try:
-        pairs = ClipPairs(arrays["obs"], arrays["acts"], arrays["true_rewards"])
+        if "frames" in arrays:
+            pairs = ClipPairs.from_frames(
+                arrays["frames"], int(arrays["frame_stack"]), arrays["acts"], arrays["true_rewards"]
+            )
+        else:
+            pairs = ClipPairs(arrays["obs"], arrays["acts"], arrays["true_rewards"])
         return PreferenceDataset(pairs, arrays["prefs"].astype(np.float32))
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path} holds inconsistent arrays: {exc}") from exc

@@ -19,6 +19,8 @@ def sample_clip_pairs(
     """Sample ``n_pairs`` pairs of clips uniformly over all valid clip start positions.
 
     Each clip lies inside one trajectory; both clips of a pair are drawn independently.
+    Trajectories stored as frames (:meth:`Trajectory.from_frames`) give compact clips:
+    each clip copies its ``H + k - 1`` distinct frames, not ``H`` stacks of ``k``.
 
     Args:
         trajectories: Source trajectories; those shorter than ``clip_length`` are ignored.
@@ -30,7 +32,8 @@ def sample_clip_pairs(
         ``ClipPairs`` with ``N = n_pairs``.
 
     Raises:
-        ValueError: If no trajectory is long enough or ``n_pairs``/``clip_length`` < 1.
+        ValueError: If no trajectory is long enough, ``n_pairs``/``clip_length`` < 1, or
+            the trajectories mix compact and plain (or differently stacked) observations.
     """
     if n_pairs < 1 or clip_length < 1:
         raise ValueError(f"n_pairs and clip_length must be >= 1, got {n_pairs}, {clip_length}")
@@ -44,18 +47,26 @@ def sample_clip_pairs(
     offsets = flat - np.concatenate([[0], cum[:-1]])[traj_idx]
 
     first = usable[0]
-    obs = np.empty((2 * n_pairs, clip_length, *first.obs.shape[1:]), dtype=first.obs.dtype)
+    stack = first.frame_stack
+    if any(t.frame_stack != stack for t in usable):
+        raise ValueError("trajectories mix compact and plain (or differently stacked) frames")
+    # Compact trajectories: copy each clip's distinct frames, H + k - 1 of them.
+    src = [t.frames if stack else t.obs for t in usable]
+    span = clip_length + max(stack - 1, 0)
+    obs = np.empty((2 * n_pairs, span, *src[0].shape[1:]), dtype=src[0].dtype)
     acts = np.empty((2 * n_pairs, clip_length, *first.acts.shape[1:]), dtype=first.acts.dtype)
     rews = np.empty((2 * n_pairs, clip_length), dtype=np.float32)
     for i, (ti, start) in enumerate(zip(traj_idx, offsets, strict=True)):
         t = usable[ti]
-        obs[i] = t.obs[start : start + clip_length]
+        obs[i] = src[ti][start : start + span]  # type: ignore[index]
         acts[i] = t.acts[start : start + clip_length]
         rews[i] = t.true_rewards[start : start + clip_length]
 
     def pairs(x: np.ndarray) -> np.ndarray:
         return x.reshape(n_pairs, 2, *x.shape[1:])
 
+    if stack:
+        return ClipPairs.from_frames(pairs(obs), stack, pairs(acts), pairs(rews))
     return ClipPairs(pairs(obs), pairs(acts), pairs(rews))
 
 
