@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from prefbench.agents.protocol import AgentSpec, Reporter, RunContext, register_agent
-from prefbench.agents.reward_wrapper import RewardVecEnv
+from prefbench.agents.reward_wrapper import make_training_env
 from prefbench.agents.rl import (
+    ATARI_RL,
     LearnerPolicy,
     RLConfig,
     RolloutEndCallback,
@@ -20,7 +21,7 @@ from prefbench.agents.rl import (
     write_state,
 )
 from prefbench.envs.data import CheckpointError
-from prefbench.envs.rollout import make_vec_env, random_actions
+from prefbench.envs.rollout import random_actions
 from prefbench.envs.seeding import make_rng, stream_seed
 from prefbench.envs.teachers import Teacher
 
@@ -54,11 +55,12 @@ class TrueRewardAgent(LearnerPolicy):
     ) -> None:
         self.ctx = ctx
         self.config = config or TrueRewardConfig()
-        self.venv = RewardVecEnv(
-            make_vec_env(
-                ctx.task, self.config.rl.n_envs, stream_seed(ctx.seed, "train_env") % 2**31
-            ),
-            frame_stack=ctx.task.frame_stack,
+        rl = self.config.rl
+        self.venv = make_training_env(
+            ctx.task,
+            rl.n_envs,
+            ctx.seed,
+            subprocess=rl.subprocess,
             sign_true_reward=self.config.sign_reward,
         )
         self.learner = build_learner(
@@ -66,7 +68,7 @@ class TrueRewardAgent(LearnerPolicy):
             ctx.task,
             self.venv,
             seed=stream_seed(ctx.seed, "learner") % 2**31,
-            device="cpu",
+            device=ctx.device,
             log_dir=ctx.run_dir / "rl_log",
         )
 
@@ -134,6 +136,15 @@ for _algo in ("ppo", "a2c", "trpo"):
             TrueRewardAgent,
             TrueRewardConfig(rl=RLConfig(algo=_algo)),
             f"{_algo.upper()} on the true environment reward (baseline)",
+        ),
+    )
+for _name, _rl in ATARI_RL.items():
+    register_agent(
+        f"{_name}-atari",
+        AgentSpec(
+            TrueRewardAgent,
+            TrueRewardConfig(rl=_rl, sign_reward=True),
+            f"{_name.upper()} on the sign of the game score, the paper's Atari settings",
         ),
     )
 register_agent("random", AgentSpec(RandomAgent, None, "uniformly random actions (baseline)"))

@@ -12,7 +12,9 @@ The loop, assembled from injected parts (each has a default):
 Label schedule (MuJoCo, paper appendix A.1): 25% of the budget is labelled on clips from a
 random policy before RL starts; the rest arrives at a rate proportional to
 ``2e6 / (T + 2e6)`` over ``T`` environment steps, i.e. the cumulative count follows
-``log(1 + T / 2e6)`` scaled to use the whole budget by the last step.
+``log(1 + T / 2e6)`` scaled to use the whole budget by the last step. Atari (the
+``*-atari`` agents): 500 labels and 200 epochs of pre-training, then a rate proportional to
+``5e6 / (T + 5e6)``, training on the newest 3,000 labels.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import numpy as np
 from prefbench.agents.protocol import AgentSpec, Reporter, RunContext, register_agent
 from prefbench.agents.query import SELECTORS, DisagreementSelector, QuerySelector
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig
-from prefbench.agents.reward_wrapper import RewardVecEnv
+from prefbench.agents.reward_wrapper import make_training_env
 from prefbench.agents.rl import (
+    ATARI_RL,
     LearnerPolicy,
     RLConfig,
     RolloutEndCallback,
@@ -44,28 +47,28 @@ from prefbench.envs.data import (
     load_dataset,
     save_dataset,
 )
-from prefbench.envs.rollout import collect_random, make_vec_env
+from prefbench.envs.rollout import collect_random
 from prefbench.envs.seeding import make_rng, stream_seed
 from prefbench.envs.segments import TrajectoryStore
 from prefbench.envs.teachers import CalibratedTeacher, ReturnScale, Teacher
 
 
 def label_schedule(
-    step: int, total_steps: int, budget: int, initial_fraction: float, decay_steps: float
+    step: int, total_steps: int, budget: int, initial: int, decay_steps: float
 ) -> int:
-    """Labels that should have been asked for by ``step`` (paper's MuJoCo schedule).
+    """Labels that should have been asked for by ``step`` (the paper's schedule).
 
     Args:
         step: Environment steps so far (0 before RL starts).
         total_steps: Steps in the whole run.
         budget: Total labels.
-        initial_fraction: Share labelled before RL starts (random-policy clips).
+        initial: Labels asked before RL starts (random-policy clips), at most ``budget``.
         decay_steps: ``c`` in the rate ``c / (T + c)``.
 
     Returns:
-        A count in ``[round(budget * initial_fraction), budget]``, non-decreasing in ``step``.
+        A count in ``[min(initial, budget), budget]``, non-decreasing in ``step``.
     """
-    initial = round(budget * initial_fraction)
+    initial = min(max(initial, 0), budget)
     if total_steps <= 0 or step >= total_steps:
         return budget
     frac = math.log1p(max(step, 0) / decay_steps) / math.log1p(total_steps / decay_steps)
@@ -78,6 +81,8 @@ class PreferenceLoopConfig:
 
     Attributes:
         initial_label_fraction: Share of labels from random-policy clips before RL.
+        initial_labels: Number of labels before RL instead (> 0 overrides the fraction;
+            Atari: 500), capped at the budget.
         label_decay_steps: ``c`` of the label rate ``c / (T + c)``.
         update_every: Environment steps between reward-model updates (rounded up to whole
             rollouts, and at most a twentieth of the run so short runs get updates too).
@@ -91,6 +96,7 @@ class PreferenceLoopConfig:
     """
 
     initial_label_fraction: float = 0.25
+    initial_labels: int = 0
     label_decay_steps: float = 2e6
     update_every: int = 10_000
     initial_epochs: int = 30
@@ -115,9 +121,11 @@ class PreferenceLoopConfig:
             or self.random_steps < 0
             or self.norm_samples < 1
             or self.recent_labels < 0
+            or self.initial_labels < 0
         ):
             raise ValueError(
-                "loop.oversample and loop.norm_samples >= 1; random_steps, recent_labels >= 0"
+                "loop.oversample and loop.norm_samples >= 1; random_steps, recent_labels, "
+                "initial_labels >= 0"
             )
         SELECTORS.get(self.query)
 
@@ -178,17 +186,16 @@ class PreferenceAgent(LearnerPolicy):
             seed=stream_seed(ctx.seed, "reward_model"),
             device=ctx.device,
         )
-        self.venv = RewardVecEnv(
-            make_vec_env(task, self.config.rl.n_envs, stream_seed(ctx.seed, "train_env") % 2**31),
-            self.reward_model.reward,
-            frame_stack=task.frame_stack,
+        rl = self.config.rl
+        self.venv = make_training_env(
+            task, rl.n_envs, ctx.seed, self.reward_model.reward, subprocess=rl.subprocess
         )
         self.learner = build_learner(
             self.config.rl,
             task,
             self.venv,
             seed=stream_seed(ctx.seed, "learner") % 2**31,
-            device="cpu",
+            device=ctx.device,
             log_dir=ctx.run_dir / "rl_log",
         )
         self.query_rng = make_rng(ctx.seed, "queries")
@@ -238,14 +245,15 @@ class PreferenceAgent(LearnerPolicy):
         self.reward_model.update_normalization(obs, acts)
 
     def _target(self, step: int) -> int:
-        loop = self.config.loop
+        loop, budget = self.config.loop, self.ctx.label_budget
+        initial = loop.initial_labels or round(budget * loop.initial_label_fraction)
         # Aim to have the whole budget by the last update before the end, where the
         # labels can still shape the policy.
         return label_schedule(
             step,
             max(1, self.ctx.total_steps - self._update_every),
-            self.ctx.label_budget,
-            loop.initial_label_fraction,
+            budget,
+            initial,
             loop.label_decay_steps,
         )
 
@@ -347,6 +355,22 @@ def _rng_state(teacher: Teacher) -> dict | None:
     return rng.bit_generator.state if isinstance(rng, np.random.Generator) else None
 
 
+#: The paper's Atari reward model: the conv encoder, one hidden layer of 64, observations
+#: only, rewards handed to the agent with standard deviation 0.05.
+ATARI_REWARD = RewardModelConfig(
+    encoder="cnn", hidden_sizes=(64,), use_actions=False, output_std=0.05
+)
+#: The paper's Atari schedule: 500 labels and 200 epochs first, rate 5e6 / (T + 5e6), the
+#: newest 3,000 labels; 20k random steps give the first clips (an Atari episode is long).
+ATARI_LOOP = PreferenceLoopConfig(
+    initial_labels=500,
+    initial_epochs=200,
+    label_decay_steps=5e6,
+    recent_labels=3000,
+    random_steps=20_000,
+    norm_samples=2000,
+)
+
 for _algo in ("ppo", "a2c", "trpo"):
     register_agent(
         f"pref-{_algo}",
@@ -354,6 +378,16 @@ for _algo in ("ppo", "a2c", "trpo"):
             PreferenceAgent,
             PreferenceAgentConfig(rl=RLConfig(algo=_algo)),
             f"{_algo.upper()} on a reward model fit to teacher preferences (Christiano 2017)",
+            uses_teacher=True,
+        ),
+    )
+for _name, _rl in ATARI_RL.items():
+    register_agent(
+        f"pref-{_name}-atari",
+        AgentSpec(
+            PreferenceAgent,
+            PreferenceAgentConfig(rl=_rl, reward=ATARI_REWARD, loop=ATARI_LOOP),
+            f"{_name.upper()} on a conv reward model from preferences, the paper's Atari settings",
             uses_teacher=True,
         ),
     )

@@ -22,7 +22,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from prefbench.envs.data import Trajectory
-from prefbench.envs.rollout import EpisodeRecorder
+from prefbench.envs.rollout import EpisodeRecorder, make_vec_env
+from prefbench.envs.seeding import stream_seed
+from prefbench.envs.tasks import TaskSpec
 
 #: ``(obs (M, *O), acts (M, A...)) -> (M,)`` rewards for a batch of steps.
 RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -100,3 +102,30 @@ class RewardVecEnv(VecEnvWrapper):
         """Trajectories of episodes finished since the last call (true rewards included)."""
         out, self._finished = self._finished, []
         return out
+
+
+def make_training_env(
+    task: TaskSpec,
+    n_envs: int,
+    run_seed: int,
+    reward_fn: RewardFn | None = None,
+    *,
+    subprocess: bool = False,
+    sign_true_reward: bool = False,
+) -> RewardVecEnv:
+    """The environments an agent trains in, seeded from the run seed, recording compactly.
+
+    Args:
+        task: The task.
+        n_envs: Parallel environments.
+        run_seed: The run's seed (the environments get their own stream of it).
+        reward_fn: The learner's reward; ``None`` for the true reward.
+        subprocess: One process per environment.
+        sign_true_reward: See :class:`RewardVecEnv`.
+    """
+    venv = make_vec_env(
+        task, n_envs, stream_seed(run_seed, "train_env") % 2**31, subprocess=subprocess
+    )
+    return RewardVecEnv(
+        venv, reward_fn, frame_stack=task.frame_stack, sign_true_reward=sign_true_reward
+    )

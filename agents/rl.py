@@ -27,6 +27,7 @@ from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv
 
 from prefbench.agents.config import ConfigError
+from prefbench.agents.reward_model import resolve_device
 from prefbench.envs.data import CheckpointError
 from prefbench.envs.registry import Registry
 from prefbench.envs.tasks import TaskSpec
@@ -67,6 +68,8 @@ class RLConfig:
     Attributes:
         algo: ``ppo``, ``a2c``, ``trpo`` or ``package.module:Class``.
         n_envs: Parallel environments.
+        subprocess: Step the environments in worker processes (pays off for slow
+            simulators with cores to spare; see ``prefbench perf frames --subprocess``).
         n_steps: Steps per env per update; ``None``: 2048 in all for PPO/TRPO, 5 for A2C.
         gamma: Discount.
         gae_lambda: GAE lambda.
@@ -80,6 +83,7 @@ class RLConfig:
 
     algo: str = "ppo"
     n_envs: int = 4
+    subprocess: bool = False
     n_steps: int | None = None
     gamma: float = 0.995
     gae_lambda: float = 0.97
@@ -109,6 +113,37 @@ class RLConfig:
         ALGORITHMS.get(self.algo)  # fail early on an unknown algorithm
 
 
+#: Atari learners. A2C is the paper's (REFERENCES: lr 7e-4 linearly decayed, n-step 5,
+#: 16 workers, gamma 0.99, entropy 0.01; SB3's A2C uses RMSprop as the paper's A2C does);
+#: PPO takes the usual Atari settings of Schulman et al. 2017. Both use SB3's CnnPolicy
+#: (the Nature CNN with linear heads: ``net_arch=()``).
+ATARI_RL: dict[str, RLConfig] = {
+    "a2c": RLConfig(
+        algo="a2c",
+        n_envs=16,
+        n_steps=5,
+        gamma=0.99,
+        gae_lambda=1.0,
+        ent_coef=0.01,
+        learning_rate=7e-4,
+        lr_schedule="linear",
+        net_arch=(),
+    ),
+    "ppo": RLConfig(
+        algo="ppo",
+        n_envs=8,
+        n_steps=128,
+        gamma=0.99,
+        gae_lambda=0.95,
+        ent_coef=0.01,
+        learning_rate=2.5e-4,
+        lr_schedule="linear",
+        net_arch=(),
+        algo_kwargs={"batch_size": 256, "n_epochs": 4, "clip_range": 0.1},
+    ),
+}
+
+
 def build_learner(
     config: RLConfig,
     task: TaskSpec,
@@ -125,7 +160,8 @@ def build_learner(
         task: The task (for its paper entropy coefficient).
         venv: Training environments.
         seed: Learner seed.
-        device: Torch device of the policy.
+        device: Torch device of a CNN policy (``auto``: CUDA when present); MLP policies
+            stay on the CPU, where SB3 runs small networks faster.
         log_dir: Where SB3 writes its training log (CSV and TensorBoard).
     """
     cls = ALGORITHMS.get(config.algo)
@@ -155,6 +191,7 @@ def build_learner(
         kwargs["batch_size"] = 64
     kwargs.update(config.algo_kwargs)
     policy = "CnnPolicy" if is_image_space(venv.observation_space) else "MlpPolicy"
+    kwargs["device"] = resolve_device(device) if policy == "CnnPolicy" else "cpu"
     try:
         model = cls(policy, venv, **kwargs)
     except (AssertionError, TypeError, ValueError) as exc:

@@ -109,7 +109,7 @@ def _cmd_list(what: str) -> None:
 
         for name in AGENTS:
             spec = AGENTS.get(name)
-            print(f"{name:12} {'teacher' if spec.uses_teacher else '       '}  {spec.description}")
+            print(f"{name:16} {'teacher' if spec.uses_teacher else '       '}  {spec.description}")
     elif what == "suites":
         from prefbench.benchmarks.suites import SUITES
 

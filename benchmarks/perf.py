@@ -130,8 +130,8 @@ def frames_throughput(args: argparse.Namespace) -> float:
     with a reward model (the task's encoder); the runs alternate ``--rounds`` times.
     Returns the learned reward's share of the throughput lost.
     """
-    from prefbench.agents.reward_wrapper import RewardVecEnv
-    from prefbench.envs.rollout import make_vec_env, random_actions
+    from prefbench.agents.reward_wrapper import make_training_env
+    from prefbench.envs.rollout import random_actions
     from prefbench.envs.tasks import get_task
 
     if args.steps < 1 or args.envs < 1 or args.rounds < 1:
@@ -150,11 +150,7 @@ def frames_throughput(args: argparse.Namespace) -> float:
     timings: dict[str, list[float]] = {"true reward": [], "learned reward": []}
     for _ in range(args.rounds):
         for name, fn in (("true reward", None), ("learned reward", model.reward)):
-            venv = RewardVecEnv(
-                make_vec_env(task, args.envs, 0, subprocess=args.subprocess),
-                fn,
-                frame_stack=task.frame_stack,
-            )
+            venv = make_training_env(task, args.envs, 0, fn, subprocess=args.subprocess)
             venv.reset()
             start = time.perf_counter()
             for _ in range(args.steps // args.envs):

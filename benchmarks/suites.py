@@ -292,6 +292,25 @@ register_suite(
     )
 )
 
+ATARI_GAMES = ("beamrider", "breakout", "enduro", "pong", "qbert", "seaquest", "spaceinvaders")
+
+register_suite(
+    Suite(
+        name="christiano-atari",
+        description="the paper's 7 Atari games x {3.3k, 5.5k, 10k} labels, A2C, 50M frames, "
+        "+ true-reward A2C and random (a GPU machine's job)",
+        tasks=ATARI_GAMES,
+        agents=(
+            AgentEntry("pref-a2c-atari", labels=(3300, 5500, 10_000)),
+            AgentEntry("a2c-atari"),
+            AgentEntry("random"),
+        ),
+        reference_agent="a2c-atari",
+        steps={"*": 12_500_000},  # 50M frames at frame skip 4
+        seeds=3,
+    )
+)
+
 register_suite(
     Suite(
         name="teachers",

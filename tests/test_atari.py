@@ -8,7 +8,7 @@ from torch import nn
 from prefbench.agents.encoders import EnsembleConvEncoder
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig
 from prefbench.envs.atari import ATARI_TASKS, SCORE_MASKS, ScoreMask, ScoreMaskWrapper
-from prefbench.envs.data import ClipPairs, PreferenceDataset
+from prefbench.envs.data import ClipPairs, PreferenceDataset, load_dataset
 
 
 def test_the_seven_games_are_registered():
@@ -143,3 +143,68 @@ def test_conv_reward_model_fits_and_round_trips(tmp_path):
     np.testing.assert_allclose(
         loaded.reward(states, np.zeros((len(states), 1), np.float32)), r, rtol=1e-5, atol=1e-6
     )
+
+
+def test_atari_agents_follow_the_paper():
+    from prefbench.agents import AGENTS
+
+    pref = AGENTS.get("pref-a2c-atari").config
+    assert (pref.rl.algo, pref.rl.n_envs, pref.rl.n_steps) == ("a2c", 16, 5)
+    assert (pref.rl.learning_rate, pref.rl.lr_schedule) == (7e-4, "linear")
+    assert (pref.rl.gamma, pref.rl.ent_coef) == (0.99, 0.01)
+    assert (pref.reward.encoder, pref.reward.output_std, pref.reward.use_actions) == (
+        "cnn",
+        0.05,
+        False,
+    )
+    loop = pref.loop
+    assert (loop.initial_labels, loop.initial_epochs) == (500, 200)
+    assert (loop.label_decay_steps, loop.recent_labels) == (5e6, 3000)
+    baseline = AGENTS.get("a2c-atari").config
+    assert baseline.rl == pref.rl and baseline.sign_reward
+
+
+def test_linear_learning_rate_schedule_reaches_the_learner():
+    from prefbench.agents.rl import LinearSchedule, RLConfig
+
+    assert LinearSchedule(7e-4)(1.0) == 7e-4 and LinearSchedule(7e-4)(0.25) == 1.75e-4
+    with pytest.raises(ValueError, match="lr_schedule"):
+        RLConfig(lr_schedule="cosine")
+
+
+def test_tiny_preference_run_on_pong(tmp_path):
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    import pandas as pd
+
+    from prefbench.benchmarks.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        task="pong",
+        agent="pref-a2c-atari",
+        labels=30,
+        steps=320,
+        eval_every=320,
+        eval_episodes=1,
+        accuracy_pairs=20,
+        out=tmp_path,
+        progress=False,
+        overrides=(
+            "rl.n_envs=4",
+            "loop.initial_epochs=1",
+            "loop.random_steps=300",
+            "loop.update_every=160",
+            "loop.norm_samples=200",
+            "reward.batch_size=4",
+        ),
+    )
+    summary = train(cfg)
+    run_dir = tmp_path / "pong-pref-a2c-atari-oracle-30-s0"
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["step"].iloc[-1] >= 320 and metrics["labels"].iloc[-1] == 30
+    assert -21 <= summary["final_true_return"] <= 21
+    assert 0 <= summary["final_rm_accuracy"] <= 1
+    labels = load_dataset(run_dir / "checkpoints" / "labels.npz")
+    assert labels.pairs.frame_stack == 4 and labels.pairs.frames.shape[2:] == (28, 84, 84)
+    model = RewardModel.load(run_dir / "checkpoints" / "reward_model.pt", device="cpu")
+    assert model.config.encoder == "cnn"

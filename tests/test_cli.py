@@ -230,3 +230,35 @@ def test_run_into_another_suites_folder_exits_2(capsys, monkeypatch, tmp_path):
     assert code == 2 and "other" in err and err.count("\n") == 1
     assert marker.read_text() == '{"suite": "other", "version": 1, "format": 1}'
     assert not (out / "cells").exists()
+
+
+def test_perf_reward_model_cnn_prints_throughput_and_memory(capsys):
+    code, out, _ = run(
+        capsys, "perf", "reward-model", "--encoder", "cnn", "--clip", "3", "--batch", "2",
+        "--seconds", "0.05", "--threads", "1", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0
+    assert "clips/s" in out
+    assert "memory per 1,000 stored clips" in out and "(2.00x)" in out  # 6 frames, not 12
+
+
+def test_perf_frames_compares_true_and_learned_reward(capsys):
+    code, out, _ = run(
+        capsys, "perf", "frames", "--task", "pendulum", "--envs", "2", "--steps", "40",
+        "--rounds", "1", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0
+    assert "true reward" in out and "learned reward" in out and "% of the frames" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("perf", "frames", "--task", "nope"),
+        ("perf", "frames", "--envs", "0"),
+        ("perf", "reward-model", "--encoder", "cnn", "--frame-stack", "0"),
+    ],
+)
+def test_perf_bad_input_exits_2(argv, capsys):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.startswith("prefbench: error:") and len(err.strip().splitlines()) == 1

@@ -199,12 +199,15 @@ def test_label_schedule():
     from prefbench.agents.preference import label_schedule
 
     total, budget = 10_000, 100
-    counts = [label_schedule(s, total, budget, 0.25, 2e6) for s in range(0, total + 1, 500)]
+    counts = [label_schedule(s, total, budget, 25, 2e6) for s in range(0, total + 1, 500)]
     assert counts[0] == 25
     assert counts[-1] == budget
     assert all(b >= a for a, b in zip(counts, counts[1:], strict=False))
     assert all(25 <= c <= budget for c in counts)
     # Nearly linear when T << c; the whole budget at the last step.
-    assert label_schedule(5_000, total, budget, 0.25, 2e6) in (62, 63)
-    assert label_schedule(20_000, total, budget, 0.25, 2e6) == budget
-    assert label_schedule(0, total, budget, 0.0, 2e6) == 0
+    assert label_schedule(5_000, total, budget, 25, 2e6) in (62, 63)
+    assert label_schedule(20_000, total, budget, 25, 2e6) == budget
+    assert label_schedule(0, total, budget, 0, 2e6) == 0
+    # Atari: 500 labels up front, capped at a smaller budget.
+    assert label_schedule(0, total, 3300, 500, 5e6) == 500
+    assert label_schedule(0, total, 300, 500, 5e6) == 300
