@@ -172,6 +172,7 @@ class PreferenceAgent(LearnerPolicy):
                 f"a preference agent needs a label budget >= 1, got {ctx.label_budget}"
             )
         self.ctx = ctx
+        self.task = ctx.task
         self.config = config or PreferenceAgentConfig()
         self.teacher = teacher
         self.selector = selector or _make_selector(self.config.loop)

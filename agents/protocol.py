@@ -98,7 +98,11 @@ class Agent(Protocol):
         ...
 
     def predict(self, obs: np.ndarray) -> np.ndarray:
-        """Deterministic actions for a batch of observations ``(n, *O) -> (n, A...)``."""
+        """Evaluation actions for a batch of observations ``(n, *O) -> (n, A...)``.
+
+        Deterministic, except on tasks with ``stochastic_eval`` (Atari), where a
+        deterministic policy can stall an episode (never pressing FIRE in Breakout).
+        """
         ...
 
     def save(self, directory: Path) -> None:

@@ -271,10 +271,14 @@ class LearnerPolicy:
     """Acting and policy saving shared by agents built on an SB3 ``learner``."""
 
     learner: OnPolicyAlgorithm
+    task: TaskSpec
 
     def predict(self, obs: np.ndarray) -> np.ndarray:
-        """Deterministic policy actions for a batch of observations."""
-        return self.learner.predict(obs, deterministic=True)[0]
+        """Policy actions for a batch of observations.
+
+        The mode, or samples where the task evaluates stochastically (Atari).
+        """
+        return self.learner.predict(obs, deterministic=not self.task.stochastic_eval)[0]
 
     def save_policy(self, directory: Path) -> None:
         """Write ``policy.zip`` (parameters and optimiser state) into ``directory``."""

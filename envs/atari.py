@@ -5,8 +5,9 @@ up to 30 no-op actions at reset, frame skip 4 (max over the last two frames), 84
 grayscale, 4-frame stacks. The score area of each game is blanked (set to 0) in every
 frame before stacking, so neither the reward model nor the agent can read the score off
 the screen; the teacher still sees the true game score through the hidden reward.
-Episodes are the game's own (``fixed_length=True`` gives fixed-length episodes with an
-absorbing state after game over, as on MuJoCo). Clips are 25 agent steps.
+Episodes are the game's own (``fixed_length=True`` gives fixed-length episodes: after game
+over a new game starts inside the same episode, as on MuJoCo). Clips are 25 agent steps.
+Learned policies are evaluated by sampling their actions (``stochastic_eval``).
 
 Needs the ``atari`` extra: ``pip install 'prefbench[atari]'`` (ale-py, which ships the
 ROMs, and OpenCV for resizing).
@@ -114,6 +115,7 @@ def atari_task(task_id: str, game: str, mask: ScoreMask) -> TaskSpec:
         setup=_register_ale,
         preprocess=_preprocess(mask),
         frame_stack=4,
+        stochastic_eval=True,
     )
 
 

@@ -117,6 +117,8 @@ class TaskSpec:
         setup: Called before ``gym.make`` (e.g. to register ALE environments).
         preprocess: Wraps the raw environment, inside the fixed-length edit.
         frame_stack: Stack this many observations, outside the fixed-length edit (0: none).
+        stochastic_eval: Evaluate learned policies by sampling their actions (the usual
+            Atari protocol: a deterministic policy can stall a game, e.g. never serving).
     """
 
     id: str
@@ -133,6 +135,7 @@ class TaskSpec:
     setup: Callable[[], None] | None = None
     preprocess: Callable[[gym.Env], gym.Env] | None = None
     frame_stack: int = 0
+    stochastic_eval: bool = False
 
     def make(self, *, fixed_length: bool | None = None, render_mode: str | None = None) -> gym.Env:
         """Build one environment instance.
