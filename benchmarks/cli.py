@@ -32,7 +32,9 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=300_000, help="environment steps")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of run folders")
-    t.add_argument("--device", default="auto", help="reward-model device: auto, cpu, cuda")
+    t.add_argument(
+        "--device", default="auto", help="reward model and CNN policy device: auto, cpu, cuda"
+    )
     t.add_argument(
         "--eval-every", type=int, default=0, help="steps between evaluations (0: steps/10)"
     )
@@ -87,8 +89,18 @@ def _build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--subprocess", action="store_true", help="one process per env")
     fr.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     fr.add_argument("--device", default="auto")
-    ov = psub.add_parser("overhead", help="wall time of preference PPO over true-reward PPO")
+    ov = psub.add_parser("overhead", help="training time of a preference agent over its baseline")
     ov.add_argument("--task", default="halfcheetah")
+    ov.add_argument("--agent", default="pref-ppo", help="the preference agent")
+    ov.add_argument("--baseline", default="ppo", help="the same learner on the true reward")
+    ov.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for the preference agent",
+    )
     ov.add_argument("--steps", type=int, default=50_000)
     ov.add_argument("--labels", type=int, default=1500)
     ov.add_argument("--seed", type=int, default=0)

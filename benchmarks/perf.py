@@ -172,7 +172,7 @@ def frames_throughput(args: argparse.Namespace) -> float:
 
 
 def overhead(args: argparse.Namespace) -> float:
-    """Wall time of preference PPO over true-reward PPO at the same steps and seed.
+    """Training time of a preference agent over its true-reward baseline, same steps and seed.
 
     Both runs evaluate only at the start and the end; the ratio of training time
     (wall time less evaluation) is the overhead of labels, fits and reward scoring.
@@ -181,28 +181,34 @@ def overhead(args: argparse.Namespace) -> float:
 
     if args.steps < 1 or args.labels < 1:
         raise ValueError("--steps and --labels must be >= 1")
+    if args.agent == args.baseline:
+        raise ValueError("--agent and --baseline must differ")
     results = {}
-    for agent in ("ppo", "pref-ppo"):
+    for role, agent, overrides in (
+        ("baseline", args.baseline, ()),
+        ("preference", args.agent, tuple(args.overrides)),
+    ):
         cfg = TrainConfig(
             task=args.task,
             agent=agent,
             labels=args.labels,
             steps=args.steps,
             seed=args.seed,
-            out=args.out / agent,
+            out=args.out / role,
             eval_every=args.steps,
             progress=False,
             threads=1,
+            overrides=overrides,
         )
         shutil.rmtree(cfg.out, ignore_errors=True)
         results[agent] = train(cfg)
-    base, pref = results["ppo"], results["pref-ppo"]
+    base, pref = results[args.baseline], results[args.agent]
     ratio_train = pref["train_time"] / base["train_time"]
     ratio_wall = pref["wall_time"] / base["wall_time"]
     for name, r in results.items():
         acc = r["final_rm_accuracy"]
         print(
-            f"{name:9} train {r['train_time']:7.1f}s  wall {r['wall_time']:7.1f}s  "
+            f"{name:15} train {r['train_time']:7.1f}s  wall {r['wall_time']:7.1f}s  "
             f"true return {r['final_true_return']:8.1f}"
             + ("" if math.isnan(acc) else f"  rm accuracy {acc:.3f}")
         )

@@ -262,3 +262,16 @@ def test_perf_frames_compares_true_and_learned_reward(capsys):
 def test_perf_bad_input_exits_2(argv, capsys):
     code, _, err = run(capsys, *argv)
     assert code == 2 and err.startswith("prefbench: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_perf_overhead_compares_an_agent_with_its_baseline(capsys, tmp_path):
+    code, out, _ = run(
+        capsys, "perf", "overhead", "--task", "pendulum", "--steps", "256", "--labels", "20",
+        "--out", str(tmp_path), "--set", "rl.n_steps=128", "--set", "loop.random_steps=400",
+        "--set", "loop.initial_epochs=1",
+    )  # fmt: skip
+    assert code == 0
+    assert "overhead on pendulum, 256 steps: train time" in out
+    assert (tmp_path / "baseline").is_dir() and (tmp_path / "preference").is_dir()
+    code, _, err = run(capsys, "perf", "overhead", "--agent", "ppo", "--baseline", "ppo")
+    assert code == 2 and "must differ" in err
