@@ -176,19 +176,17 @@ def test_tiny_preference_run_on_pong(tmp_path):
     pytest.importorskip("ale_py")
     pytest.importorskip("cv2")
     import pandas as pd
+    from tiny import tiny_config
 
-    from prefbench.benchmarks.train import TrainConfig, train
+    from prefbench.benchmarks.train import train
 
-    cfg = TrainConfig(
+    cfg = tiny_config(
+        tmp_path,
+        "pref-a2c-atari",
         task="pong",
-        agent="pref-a2c-atari",
         labels=30,
         steps=320,
         eval_every=320,
-        eval_episodes=1,
-        accuracy_pairs=20,
-        out=tmp_path,
-        progress=False,
         overrides=(
             "rl.n_envs=4",
             "loop.initial_epochs=1",

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tiny import tiny_config
 
 from prefbench.agents.reward_model import RewardModel
 from prefbench.benchmarks.train import TrainConfig, run_name, train
@@ -22,18 +23,7 @@ COMPARED = ["step", "labels", "eval_true_return", "rm_accuracy"]
 
 
 def pref_config(out: Path) -> TrainConfig:
-    return TrainConfig(
-        task="pendulum",
-        agent="pref-ppo",
-        labels=40,
-        steps=2048,
-        eval_every=1024,
-        eval_episodes=2,
-        accuracy_pairs=50,
-        out=out,
-        progress=False,
-        overrides=PREF_OVERRIDES,
-    )
+    return tiny_config(out, eval_episodes=2, accuracy_pairs=50, overrides=PREF_OVERRIDES)
 
 
 @pytest.fixture(scope="module")
@@ -129,16 +119,7 @@ def test_finished_run_is_not_rerun(pref_run):
 
 
 def test_ppo_baseline(tmp_path):
-    cfg = TrainConfig(
-        task="pendulum",
-        agent="ppo",
-        steps=1024,
-        eval_every=512,
-        eval_episodes=2,
-        out=tmp_path,
-        progress=False,
-        overrides=("rl.n_envs=2", "rl.n_steps=256"),
-    )
+    cfg = tiny_config(tmp_path, "ppo", steps=1024, eval_every=512, eval_episodes=2)
     summary = train(cfg)
     run_dir = Path(summary["run_dir"])
     assert run_dir.name == "pendulum-ppo-s0"
@@ -207,24 +188,8 @@ def test_small_label_budget_completes(tmp_path):
     # With 1 initial label, every member may keep it for training (no held-out labels,
     # P = (1 - 1/e)^3 ~ 0.25; so it is for seed 0). The validation loss is then undefined,
     # which is not a divergence: the run must finish.
-    cfg = TrainConfig(
-        task="pendulum",
-        agent="pref-ppo",
-        labels=4,
-        steps=512,
-        eval_every=512,
-        eval_episodes=1,
-        accuracy_pairs=20,
-        out=tmp_path,
-        progress=False,
-        seed=0,
-        overrides=(
-            "rl.n_envs=2",
-            "rl.n_steps=256",
-            "loop.update_every=256",
-            "loop.random_steps=400",
-            "loop.initial_epochs=1",
-        ),
+    cfg = tiny_config(
+        tmp_path, "pref-ppo", "loop.update_every=256", labels=4, steps=512, eval_every=512
     )
     summary = train(cfg)
     assert summary["labels"] == 4
@@ -233,24 +198,8 @@ def test_small_label_budget_completes(tmp_path):
 
 @pytest.mark.parametrize("agent", ["pref-a2c", "pref-trpo"])
 def test_other_preference_learners_run(agent, tmp_path):
-    cfg = TrainConfig(
-        task="pendulum",
-        agent=agent,
-        labels=20,
-        steps=1024,
-        eval_every=512,
-        eval_episodes=1,
-        accuracy_pairs=20,
-        out=tmp_path,
-        progress=False,
-        seed=1,
-        overrides=(
-            "rl.n_envs=2",
-            "rl.n_steps=256",
-            "loop.update_every=512",
-            "loop.random_steps=400",
-            "loop.initial_epochs=1",
-        ),
+    cfg = tiny_config(
+        tmp_path, agent, "loop.update_every=512", labels=20, steps=1024, eval_every=512, seed=1
     )
     summary = train(cfg)
     assert summary["labels"] == 20 and summary["steps"] >= 1024
@@ -260,23 +209,15 @@ def test_other_preference_learners_run(agent, tmp_path):
 
 
 def test_whole_label_budget_is_used_before_the_end(tmp_path):
-    cfg = TrainConfig(
-        task="pendulum",
-        agent="pref-ppo",
+    cfg = tiny_config(
+        tmp_path,
+        "pref-ppo",
+        "rl.n_envs=1",
+        "rl.n_steps=300",
+        "loop.update_every=1000",
         labels=50,
         steps=9300,
         eval_every=9300,
-        eval_episodes=1,
-        accuracy_pairs=20,
-        out=tmp_path,
-        progress=False,
-        overrides=(
-            "rl.n_envs=1",
-            "rl.n_steps=300",
-            "loop.random_steps=400",
-            "loop.initial_epochs=1",
-            "loop.update_every=1000",
-        ),
     )
     summary = train(cfg)
     # Rollouts of 300 steps, updates every 465 (a twentieth of the run): at 600, 1200,

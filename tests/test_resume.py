@@ -4,11 +4,9 @@ import json
 
 import pandas as pd
 import pytest
+from tiny import tiny_config
 
-from prefbench.benchmarks.train import TrainConfig, train
-
-TINY = ("rl.n_envs=2", "rl.n_steps=256")
-TINY_PREF = (*TINY, "loop.random_steps=400", "loop.initial_epochs=1")
+from prefbench.benchmarks.train import train
 
 
 class Stop(KeyboardInterrupt):
@@ -24,20 +22,7 @@ def _interrupt_at(step_limit):
 
 
 def _cfg(tmp_path, agent, **kw):
-    base = dict(
-        task="pendulum",
-        agent=agent,
-        labels=40,
-        steps=4096,
-        eval_every=1024,
-        eval_episodes=1,
-        accuracy_pairs=20,
-        out=tmp_path,
-        progress=False,
-        overrides=TINY_PREF if agent.startswith("pref") else TINY,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(tmp_path, agent, **{"steps": 4096, **kw})
 
 
 @pytest.mark.parametrize("agent", ["pref-ppo", "ppo"])
