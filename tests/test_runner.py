@@ -53,6 +53,14 @@ def test_cell_identity_changes_with_config(plugin):
     assert replace(cell, overrides=("rl.n_envs=3",)).key != cell.key
     assert replace(cell, agent_name="renamed").key == cell.key  # display only
     assert cell.key == plugin.TINY_SUITE.cells()[0].key  # stable
+    assert replace(cell, accuracy_pairs=200).key != cell.key
+    assert replace(cell, accuracy_pairs=200).train_config(Path("x")).accuracy_pairs == 200
+
+
+def test_published_cell_keys_do_not_move():
+    # The committed christiano-mujoco-cpu results name their cells by these keys.
+    cells = SUITES.get("christiano-mujoco-cpu").cells()
+    assert cells[0].key == "halfcheetah-pref-ppo-oracle-350-s0-8e2ce12484"
 
 
 def test_suite_rejects_bad_content(plugin):
