@@ -232,15 +232,20 @@ def _save(fig: Any, ax: Any, path: Path) -> Path:
     return path
 
 
-def plot_curves(records: pd.DataFrame, folder: Path) -> list[Path]:
-    """One PNG per task: true return over steps, mean and 95% CI band per agent."""
+def _plot_over_steps(
+    records: pd.DataFrame, column: str, ylabel: str, path_for: Any, chance: float | None = None
+) -> list[Path]:
+    """One PNG per task: ``column`` over steps, mean and 95% CI band per agent series."""
     plt = _pyplot()
     paths = []
     for task, g in records.groupby("task", sort=True):
+        g = g[np.isfinite(g[column].to_numpy(dtype=float))]
+        if g.empty:
+            continue
         fig, ax = plt.subplots(figsize=(6, 4))
         means = []
         for (agent, teacher, labels), s in g.groupby(_group_keys(), sort=True):
-            curve = s.groupby("steps")["true_return"].apply(lambda v: mean_ci(v.to_numpy()))
+            curve = s.groupby("steps")[column].apply(lambda v: mean_ci(v.to_numpy()))
             x = curve.index.to_numpy()
             mean = np.array([m for m, _ in curve])
             half = np.nan_to_num(np.array([h for _, h in curve]))
@@ -248,15 +253,39 @@ def plot_curves(records: pd.DataFrame, folder: Path) -> list[Path]:
             ax.plot(x, mean, label=f"{_series_name(agent, teacher, labels)}, {runs} runs")
             ax.fill_between(x, mean - half, mean + half, alpha=0.2)
             means.append(mean)
+        if chance is not None:
+            ax.axhline(chance, color="gray", linestyle=":", linewidth=1, label="chance")
+            means.append(np.array([chance]))
         # With 2-3 seeds a 95% t-interval is wide; frame the means, let bands overflow.
         lo, hi = float(np.min(np.concatenate(means))), float(np.max(np.concatenate(means)))
         pad = 0.25 * (hi - lo) or 1.0
         ax.set_ylim(lo - pad, hi + pad)
         ax.set_xlabel("environment steps")
-        ax.set_ylabel("true return (mean, 95% CI band)")
+        ax.set_ylabel(ylabel)
         ax.set_title(task)
-        paths.append(_save(fig, ax, folder / f"curves_{task}.png"))
+        paths.append(_save(fig, ax, path_for(task)))
     return paths
+
+
+def plot_curves(records: pd.DataFrame, folder: Path) -> list[Path]:
+    """One PNG per task: true return over steps, mean and 95% CI band per agent."""
+    return _plot_over_steps(
+        records,
+        "true_return",
+        "true return (mean, 95% CI band)",
+        lambda task: folder / f"curves_{task}.png",
+    )
+
+
+def plot_accuracy(records: pd.DataFrame, folder: Path) -> list[Path]:
+    """One PNG per task with preference agents: reward-model accuracy on fresh pairs."""
+    return _plot_over_steps(
+        records[records["label_budget"] > 0],
+        "rm_accuracy",
+        "reward-model accuracy on fresh pairs",
+        lambda task: folder / f"accuracy_{task}.png",
+        chance=0.5,
+    )
 
 
 def plot_labels(records: pd.DataFrame, folder: Path) -> list[Path]:
@@ -332,5 +361,6 @@ def write_report(results: Path) -> str:
         tmp.write_text(text)
         tmp.replace(results / name)
     plot_curves(records, results)
+    plot_accuracy(records, results)
     plot_labels(records, results)
     return markdown

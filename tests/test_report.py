@@ -129,6 +129,11 @@ def test_tables_and_report_files(tmp_path):
     assert r"\begin{tabular}" in (tmp_path / "report.tex").read_text()
     for name in ("curves_t1.png", "curves_t2.png", "labels_t1.png", "labels_t2.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    # Accuracy curves for tasks whose preference runs measured accuracy.
+    measured = set(frame.loc[np.isfinite(frame["rm_accuracy"]), "task"])
+    assert measured
+    for task in ("t1", "t2"):
+        assert (tmp_path / f"accuracy_{task}.png").is_file() == (task in measured)
 
 
 def test_load_records_rejects_non_results(tmp_path):
