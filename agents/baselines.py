@@ -54,7 +54,6 @@ class TrueRewardAgent(LearnerPolicy):
         self, ctx: RunContext, teacher: Teacher | None, config: TrueRewardConfig | None = None
     ) -> None:
         self.ctx = ctx
-        self.task = ctx.task
         self.config = config or TrueRewardConfig()
         rl = self.config.rl
         self.venv = make_training_env(

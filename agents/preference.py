@@ -27,7 +27,7 @@ import numpy as np
 
 from prefbench.agents.protocol import AgentSpec, Reporter, RunContext, register_agent
 from prefbench.agents.query import SELECTORS, DisagreementSelector, QuerySelector
-from prefbench.agents.reward_model import RewardModel, RewardModelConfig
+from prefbench.agents.reward_model import RewardModel, RewardModelConfig, action_dim
 from prefbench.agents.reward_wrapper import make_training_env
 from prefbench.agents.rl import (
     ATARI_RL,
@@ -49,7 +49,7 @@ from prefbench.envs.data import (
 )
 from prefbench.envs.rollout import collect_random
 from prefbench.envs.seeding import make_rng, stream_seed
-from prefbench.envs.segments import TrajectoryStore
+from prefbench.envs.segments import TrajectoryStore, locate_steps
 from prefbench.envs.teachers import CalibratedTeacher, ReturnScale, Teacher
 
 
@@ -172,17 +172,15 @@ class PreferenceAgent(LearnerPolicy):
                 f"a preference agent needs a label budget >= 1, got {ctx.label_budget}"
             )
         self.ctx = ctx
-        self.task = ctx.task
         self.config = config or PreferenceAgentConfig()
         self.teacher = teacher
         self.selector = selector or _make_selector(self.config.loop)
         task = ctx.task
         self.clip_length = task.clip_length
         obs_space, act_space = task.spaces()
-        act_dim = int(np.prod(act_space.shape)) if act_space.shape else 1
         self.reward_model = RewardModel(
             obs_space.shape,
-            act_dim,
+            action_dim(act_space),
             self.config.reward,
             seed=stream_seed(ctx.seed, "reward_model"),
             device=ctx.device,
@@ -232,17 +230,14 @@ class PreferenceAgent(LearnerPolicy):
 
     def _renormalize(self, trajectories: list[Trajectory]) -> None:
         lengths = np.array([len(t) for t in trajectories])
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        n = min(int(lengths.sum()), self.config.loop.norm_samples)
-        idx = self.query_rng.choice(int(lengths.sum()), size=n, replace=False)
+        total = int(lengths.sum())
+        idx = self.query_rng.choice(
+            total, size=min(total, self.config.loop.norm_samples), replace=False
+        )
         # Gather only the sampled steps: concatenating every (stacked) frame would not fit.
-        which = np.searchsorted(starts, idx, side="right") - 1
-        obs = np.stack(
-            [trajectories[w].obs[i - starts[w]] for w, i in zip(which, idx, strict=True)]
-        )
-        acts = np.stack(
-            [trajectories[w].acts[i - starts[w]] for w, i in zip(which, idx, strict=True)]
-        )
+        steps = [(trajectories[w], i) for w, i in zip(*locate_steps(lengths, idx), strict=True)]
+        obs = np.stack([t.obs[i] for t, i in steps])
+        acts = np.stack([t.acts[i] for t, i in steps])
         self.reward_model.update_normalization(obs, acts)
 
     def _target(self, step: int) -> int:

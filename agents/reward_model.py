@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -35,6 +36,11 @@ from prefbench.envs.seeding import make_torch_generator
 
 FORMAT = "prefbench.reward_model"
 FORMAT_VERSION = 1
+
+
+def action_dim(space: gym.Space) -> int:
+    """Length of the action vector the reward model reads: a Box flattened, a Discrete 1."""
+    return int(np.prod(space.shape)) if space.shape else 1
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

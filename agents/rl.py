@@ -27,6 +27,7 @@ from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv
 
 from prefbench.agents.config import ConfigError
+from prefbench.agents.protocol import RunContext
 from prefbench.agents.reward_model import resolve_device
 from prefbench.envs.data import CheckpointError
 from prefbench.envs.registry import Registry
@@ -271,14 +272,15 @@ class LearnerPolicy:
     """Acting and policy saving shared by agents built on an SB3 ``learner``."""
 
     learner: OnPolicyAlgorithm
-    task: TaskSpec
+    ctx: RunContext
 
     def predict(self, obs: np.ndarray) -> np.ndarray:
         """Policy actions for a batch of observations.
 
         The mode, or samples where the task evaluates stochastically (Atari).
         """
-        return self.learner.predict(obs, deterministic=not self.task.stochastic_eval)[0]
+        deterministic = not self.ctx.task.stochastic_eval
+        return self.learner.predict(obs, deterministic=deterministic)[0]
 
     def save_policy(self, directory: Path) -> None:
         """Write ``policy.zip`` (parameters and optimiser state) into ``directory``."""

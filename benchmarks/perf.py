@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from prefbench.agents.reward_model import RewardModel, RewardModelConfig
+from prefbench.agents.reward_model import RewardModel, RewardModelConfig, action_dim
 from prefbench.envs.data import ClipPairs, PreferenceDataset
 
 
@@ -143,8 +143,7 @@ def frames_throughput(args: argparse.Namespace) -> float:
     config = RewardModelConfig(
         encoder="cnn" if images else "flatten", use_actions=not images, output_std=0.05
     )
-    act_dim = int(np.prod(act_space.shape)) if act_space.shape else 1
-    model = RewardModel(obs_space.shape, act_dim, config, seed=0, device=args.device)
+    model = RewardModel(obs_space.shape, action_dim(act_space), config, seed=0, device=args.device)
     skip = 4 if task.frame_stack else 1  # emulator frames per agent step
     rng = np.random.default_rng(0)
     timings: dict[str, list[float]] = {"true reward": [], "learned reward": []}

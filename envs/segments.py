@@ -10,6 +10,21 @@ import numpy as np
 from prefbench.envs.data import ClipPairs, Trajectory
 
 
+def locate_steps(lengths: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map positions in the concatenation of runs to (run, offset within the run).
+
+    Args:
+        lengths: ``(R,)`` lengths of the runs, in order.
+        flat: ``(M,)`` positions in ``[0, lengths.sum())``.
+
+    Returns:
+        ``(M,)`` run indices and ``(M,)`` offsets.
+    """
+    ends = np.cumsum(lengths)
+    run = np.searchsorted(ends, flat, side="right")
+    return run, flat - (ends - lengths)[run]
+
+
 def sample_clip_pairs(
     trajectories: Sequence[Trajectory],
     n_pairs: int,
@@ -41,10 +56,8 @@ def sample_clip_pairs(
     if not usable:
         raise ValueError(f"no trajectory has at least {clip_length} steps")
     starts_per_traj = np.array([len(t) - clip_length + 1 for t in usable])
-    cum = np.cumsum(starts_per_traj)
-    flat = rng.integers(0, cum[-1], size=2 * n_pairs)
-    traj_idx = np.searchsorted(cum, flat, side="right")
-    offsets = flat - np.concatenate([[0], cum[:-1]])[traj_idx]
+    flat = rng.integers(0, starts_per_traj.sum(), size=2 * n_pairs)
+    traj_idx, offsets = locate_steps(starts_per_traj, flat)
 
     first = usable[0]
     stack = first.frame_stack
