@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from prefbench.envs.registry import Registry
@@ -145,14 +146,50 @@ class EnsembleConvEncoder(nn.Module):
         self.out_dim = channels * h * w
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """``(K, M, C, H, W)`` -> ``(K, M, out_dim)``."""
+        """``(K, M, C, H, W)`` -> ``(K, M, out_dim)``.
+
+        When every member sees the same observations (``obs`` expanded along the member
+        axis, stride 0: scoring states for the agent, ranking query candidates), the first
+        convolution runs once on them as an ordinary convolution with all members' filters,
+        instead of on ``K`` copies. In eval mode each batch norm is folded into the
+        convolution before it (dropout is the identity there). Both give the same outputs
+        as the layer-by-layer path up to float rounding, at about half the cost on the CPU.
+        """
         k, m = obs.shape[:2]
-        # (K, M, C, H, W) -> (M, K*C, H, W): member k's frames in channel group k.
-        x = obs.transpose(0, 1).reshape(m, -1, *obs.shape[3:])
+        shared = k > 1 and obs.stride(0) == 0
+        if shared:
+            x = obs[0]  # (M, C, H, W): one copy for all members
+        else:
+            # (K, M, C, H, W) -> (M, K*C, H, W): member k's frames in channel group k.
+            x = obs.transpose(0, 1).reshape(m, -1, *obs.shape[3:])
         # Rearrange while still uint8 (a quarter of the bytes), then scale in place.
         x = x.contiguous(memory_format=torch.channels_last).float().mul_(1 / 255)
-        y = self.net(x)  # (M, K*channels, h, w)
+        if self.training:
+            if shared:
+                conv = self.net[0]
+                x = F.conv2d(x, conv.weight, conv.bias, conv.stride)
+                y = self.net[1:](x)
+            else:
+                y = self.net(x)
+        else:
+            y = self._folded_forward(x, shared)
+        # y: (M, K*channels, h, w)
         return y.reshape(m, k, -1).transpose(0, 1)
+
+    def _folded_forward(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
+        """Eval-mode layers with batch norm folded into the convolutions."""
+        blocks = [self.net[i : i + 4] for i in range(0, len(self.net), 4)]
+        for i, (conv, bn, act, _dropout) in enumerate(blocks):
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            weight = (conv.weight * scale[:, None, None, None]).contiguous(
+                memory_format=torch.channels_last
+            )
+            bias = (conv.bias - bn.running_mean) * scale + bn.bias
+            groups = 1 if (i == 0 and shared) else conv.groups
+            x = F.leaky_relu_(
+                F.conv2d(x, weight, bias, conv.stride, groups=groups), act.negative_slope
+            )
+        return x
 
 
 ENCODERS.register("cnn", EnsembleConvEncoder)

@@ -1,11 +1,13 @@
 """Atari tasks: preprocessing, score masks, the batched conv reward encoder."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from prefbench.agents.encoders import EnsembleConvEncoder
+from prefbench.agents.encoders import EnsembleConvEncoder, SeededDropout
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig
 from prefbench.envs.atari import ATARI_TASKS, SCORE_MASKS, ScoreMask, ScoreMaskWrapper
 from prefbench.envs.data import ClipPairs, PreferenceDataset, load_dataset
@@ -101,6 +103,27 @@ def test_conv_encoder_equals_separate_members():
                 elif isinstance(layer, nn.LeakyReLU):
                     h = layer(h)
             torch.testing.assert_close(h.reshape(m, -1), full[member], atol=1e-5, rtol=1e-5)
+
+
+def test_conv_encoder_on_shared_observations_matches_the_copied_input():
+    # Expanded input (every member sees the same states) takes the one-copy first layer.
+    torch.manual_seed(0)
+    base = EnsembleConvEncoder(3, (4, 84, 84))
+    obs = torch.randint(0, 256, (6, 4, 84, 84), dtype=torch.uint8)
+    shared, copied = obs.expand(3, *obs.shape), obs.expand(3, *obs.shape).contiguous()
+    outputs = {}
+    for name, x in (("shared", shared), ("copied", copied)):
+        enc = copy.deepcopy(base)  # a training pass moves the batch-norm statistics
+        for module in enc.modules():
+            if isinstance(module, SeededDropout):
+                module.generator = torch.Generator().manual_seed(1)
+        enc.train()
+        train_out = enc(x)  # batch statistics and dropout masks as in training
+        enc.eval()
+        with torch.no_grad():
+            outputs[name] = (train_out.detach(), enc(x))
+    for a, b in zip(outputs["shared"], outputs["copied"], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def _tiny_atari_model():
