@@ -24,6 +24,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.vec_env import VecEnv
 
 from prefbench.agents.config import ConfigError
@@ -49,6 +50,11 @@ ALGORITHMS.register("trpo", TRPO)
 
 
 LR_SCHEDULES = ("constant", "linear")
+#: ``default`` keeps the algorithm's optimiser; ``rmsprop-tf`` is RMSprop as TensorFlow
+#: (and so the paper's A2C) computes it: the running average starts at 1 and epsilon sits
+#: inside the square root. Torch's RMSprop starts the average at 0, which makes the first
+#: updates very large; SB3 recommends the TF variant for A2C on Atari.
+OPTIMIZERS = ("default", "rmsprop-tf")
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class RLConfig:
         lr_schedule: ``constant``, or ``linear`` (decays to 0 over the run, the paper's
             A2C setting on Atari).
         net_arch: Hidden layers of the policy and value networks.
+        optimizer: One of :data:`OPTIMIZERS`.
         algo_kwargs: Further keyword arguments for the algorithm's constructor.
     """
 
@@ -92,6 +99,7 @@ class RLConfig:
     learning_rate: float | None = None
     lr_schedule: str = "constant"
     net_arch: tuple[int, ...] = (64, 64)
+    optimizer: str = "default"
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -109,13 +117,18 @@ class RLConfig:
             raise ValueError(
                 f"rl.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
             )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"rl.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         if any(width < 1 for width in self.net_arch):
             raise ValueError(f"rl.net_arch widths must be >= 1, got {self.net_arch}")
         ALGORITHMS.get(self.algo)  # fail early on an unknown algorithm
 
 
 #: Atari learners. A2C is the paper's (REFERENCES: lr 7e-4 linearly decayed, n-step 5,
-#: 16 workers, gamma 0.99, entropy 0.01; SB3's A2C uses RMSprop as the paper's A2C does);
+#: 16 workers, gamma 0.99, entropy 0.01, and the TensorFlow form of RMSprop that the
+#: paper's A2C ran with);
 #: PPO takes the usual Atari settings of Schulman et al. 2017. Both use SB3's CnnPolicy
 #: (the Nature CNN with linear heads: ``net_arch=()``).
 ATARI_RL: dict[str, RLConfig] = {
@@ -129,6 +142,7 @@ ATARI_RL: dict[str, RLConfig] = {
         learning_rate=7e-4,
         lr_schedule="linear",
         net_arch=(),
+        optimizer="rmsprop-tf",
     ),
     "ppo": RLConfig(
         algo="ppo",
@@ -170,11 +184,16 @@ def build_learner(
     n_steps = config.n_steps
     if n_steps is None:
         n_steps = 5 if issubclass(cls, A2C) else max(1, 2048 // config.n_envs)
+    policy_kwargs: dict[str, Any] = {"net_arch": list(config.net_arch)}
+    if config.optimizer == "rmsprop-tf":
+        # The paper's (OpenAI baselines') A2C optimiser: decay 0.99, epsilon 1e-5.
+        policy_kwargs["optimizer_class"] = RMSpropTFLike
+        policy_kwargs["optimizer_kwargs"] = {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0}
     kwargs: dict[str, Any] = {
         "n_steps": n_steps,
         "gamma": config.gamma,
         "gae_lambda": config.gae_lambda,
-        "policy_kwargs": {"net_arch": list(config.net_arch)},
+        "policy_kwargs": policy_kwargs,
         "seed": seed,
         "device": device,
         "verbose": 0,

@@ -174,6 +174,7 @@ def test_atari_agents_follow_the_paper():
     pref = AGENTS.get("pref-a2c-atari").config
     assert (pref.rl.algo, pref.rl.n_envs, pref.rl.n_steps) == ("a2c", 16, 5)
     assert (pref.rl.learning_rate, pref.rl.lr_schedule) == (7e-4, "linear")
+    assert pref.rl.optimizer == "rmsprop-tf"
     assert (pref.rl.gamma, pref.rl.ent_coef) == (0.99, 0.01)
     assert (pref.reward.encoder, pref.reward.output_std, pref.reward.use_actions) == (
         "cnn",
@@ -193,6 +194,24 @@ def test_linear_learning_rate_schedule_reaches_the_learner():
     assert LinearSchedule(7e-4)(1.0) == 7e-4 and LinearSchedule(7e-4)(0.25) == 1.75e-4
     with pytest.raises(ValueError, match="lr_schedule"):
         RLConfig(lr_schedule="cosine")
+
+
+def test_tf_rmsprop_reaches_the_a2c_learner():
+    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+
+    from prefbench.agents.rl import RLConfig, build_learner
+    from prefbench.envs.rollout import make_vec_env
+    from prefbench.envs.tasks import get_task
+
+    task = get_task("pendulum")
+    venv = make_vec_env(task, 2, 0)
+    for optimizer, expected in (("rmsprop-tf", RMSpropTFLike), ("default", torch.optim.RMSprop)):
+        learner = build_learner(
+            RLConfig(algo="a2c", n_envs=2, optimizer=optimizer), task, venv, seed=0, device="cpu"
+        )
+        assert type(learner.policy.optimizer) is expected
+    with pytest.raises(ValueError, match="rl.optimizer"):
+        RLConfig(optimizer="adam")
 
 
 def test_tiny_preference_run_on_pong(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from prefbench.agents.config import ConfigError
 from prefbench.benchmarks.runner import ResultsFolderError, prepare_folder, run_suite
 from prefbench.benchmarks.suites import SUITES, AgentEntry, Suite
 from prefbench.envs.registry import UnknownIdError
@@ -74,6 +75,9 @@ def test_suite_rejects_bad_content(plugin):
         plugin.TINY_SUITE.cells(seeds=0)
     with pytest.raises(ValueError, match="step budget"):
         Suite("x", "x", tasks=("pendulum",), agents=(AgentEntry("random"),)).cells()
+    bad_override = AgentEntry("ppo", overrides=("rl.nope=1",))
+    with pytest.raises(ConfigError, match="rl.nope"):
+        replace(plugin.TINY_SUITE, agents=(bad_override,)).cells()
 
 
 def test_prepare_folder_guards_foreign_results(plugin, tmp_path):
