@@ -148,15 +148,15 @@ class EnsembleConvEncoder(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """``(K, M, C, H, W)`` -> ``(K, M, out_dim)``.
 
-        When every member sees the same observations (``obs`` expanded along the member
-        axis, stride 0: scoring states for the agent, ranking query candidates), the first
-        convolution runs once on them as an ordinary convolution with all members' filters,
-        instead of on ``K`` copies. In eval mode each batch norm is folded into the
-        convolution before it (dropout is the identity there). Both give the same outputs
-        as the layer-by-layer path up to float rounding, at about half the cost on the CPU.
+        In eval mode each batch norm is folded into the convolution before it (dropout is
+        the identity there), and when every member sees the same observations (``obs``
+        expanded along the member axis, stride 0: scoring states for the agent, ranking
+        query candidates) the first convolution runs once on them with all members'
+        filters instead of on ``K`` copies. The outputs match the layer-by-layer path up
+        to float rounding; scoring 16 states takes about 1/1.2 of the time on the CPU.
         """
         k, m = obs.shape[:2]
-        shared = k > 1 and obs.stride(0) == 0
+        shared = not self.training and k > 1 and obs.stride(0) == 0
         if shared:
             x = obs[0]  # (M, C, H, W): one copy for all members
         else:
@@ -164,17 +164,8 @@ class EnsembleConvEncoder(nn.Module):
             x = obs.transpose(0, 1).reshape(m, -1, *obs.shape[3:])
         # Rearrange while still uint8 (a quarter of the bytes), then scale in place.
         x = x.contiguous(memory_format=torch.channels_last).float().mul_(1 / 255)
-        if self.training:
-            if shared:
-                conv = self.net[0]
-                x = F.conv2d(x, conv.weight, conv.bias, conv.stride)
-                y = self.net[1:](x)
-            else:
-                y = self.net(x)
-        else:
-            y = self._folded_forward(x, shared)
-        # y: (M, K*channels, h, w)
-        return y.reshape(m, k, -1).transpose(0, 1)
+        y = self.net(x) if self.training else self._folded_forward(x, shared)
+        return y.reshape(m, k, -1).transpose(0, 1)  # y: (M, K*channels, h, w)
 
     def _folded_forward(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
         """Eval-mode layers with batch norm folded into the convolutions."""

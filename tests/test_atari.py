@@ -106,7 +106,8 @@ def test_conv_encoder_equals_separate_members():
 
 
 def test_conv_encoder_on_shared_observations_matches_the_copied_input():
-    # Expanded input (every member sees the same states) takes the one-copy first layer.
+    # In eval mode, expanded input (every member sees the same states) takes the one-copy
+    # first layer; training always takes the per-member path.
     torch.manual_seed(0)
     base = EnsembleConvEncoder(3, (4, 84, 84))
     obs = torch.randint(0, 256, (6, 4, 84, 84), dtype=torch.uint8)
