@@ -81,6 +81,12 @@ class RewardModelConfig:
             normalised to this standard deviation before the members are averaged (the
             paper's order), so the average's spread is at most ``output_std``.
         leaky_relu_slope: Negative slope of the activations.
+        bn_calibration_pairs: Encoders with batch norm (the Atari conv net): after each
+            fit, re-estimate its statistics with dropout off on up to this many of each
+            member's newest training pairs (0: keep the running averages of training).
+            Training normalises activations that dropout has made noisier; the agent's
+            reward and all evaluation run without dropout, where those averages no longer
+            fit and the predicted rewards can shrink toward a constant.
     """
 
     ensemble_size: int = 3
@@ -97,6 +103,7 @@ class RewardModelConfig:
     l2_step: float = 1.5
     output_std: float = 1.0
     leaky_relu_slope: float = 0.01
+    bn_calibration_pairs: int = 128
 
     def __post_init__(self) -> None:
         problems = []
@@ -117,6 +124,8 @@ class RewardModelConfig:
             problems.append("need l2_init >= 0, 0 < l2_ratio_range[0] < [1], l2_step > 1")
         if not self.output_std > 0:
             problems.append(f"output_std must be > 0, got {self.output_std}")
+        if self.bn_calibration_pairs < 0:
+            problems.append(f"bn_calibration_pairs must be >= 0, got {self.bn_calibration_pairs}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -456,9 +465,45 @@ class RewardModel:
                 idx = torch.as_tensor(boot[:, start : start + bsz], device=self.device)
                 self.train_step(d, idx)
                 steps += 1
+        self.calibrate_batch_norm(d, train_pools)
         train_loss, val_loss, val_acc = self._evaluate(d, holdout, train_pools)
         self._adapt_l2(train_loss, val_loss)
         return FitStats(train_loss, val_loss, val_acc, self.l2.copy(), steps, n)
+
+    @torch.no_grad()
+    def calibrate_batch_norm(self, d: DeviceData, pools: list[np.ndarray]) -> None:
+        """Re-estimate batch-norm statistics with dropout off ("precise BN").
+
+        Runs member ``k``'s newest ``config.bn_calibration_pairs`` labels of ``pools[k]``
+        through the network in training mode with dropout disabled, and replaces each
+        batch norm's running mean and variance by their averages over those batches.
+        No-op for networks without batch norm or with ``bn_calibration_pairs == 0``.
+
+        Args:
+            d: The labelled pairs on the device.
+            pools: Per member, the indices into ``d`` it trains on.
+        """
+        norms = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        n = min(self.config.bn_calibration_pairs, *(len(p) for p in pools))
+        if not norms or n == 0:
+            return
+        pick = np.stack([pool[len(pool) - n :] for pool in pools])  # (K, n)
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the calibration batches
+        self.net.train()
+        for m in self.net.modules():
+            if isinstance(m, SeededDropout):
+                m.eval()
+        try:
+            for start in range(0, n, self.config.batch_size):
+                idx = pick[:, start : start + self.config.batch_size]
+                self._returns(d, torch.as_tensor(idx, device=self.device))
+        finally:
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+            self.net.eval()
 
     @torch.no_grad()
     def _evaluate(

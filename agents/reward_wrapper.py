@@ -57,6 +57,7 @@ class RewardVecEnv(VecEnvWrapper):
         self.sign_true_reward = sign_true_reward
         self._obs: np.ndarray | None = None
         self._acts: np.ndarray | None = None
+        self._pending: np.ndarray | None = None  # learned rewards of the step in flight
         self._recorders = [EpisodeRecorder(frame_stack) for _ in range(self.num_envs)]
         self._finished: list[Trajectory] = []
         self.total_steps = 0
@@ -70,12 +71,20 @@ class RewardVecEnv(VecEnvWrapper):
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        """Remember the actions, then step."""
+        """Send the actions, then score the steps while the environments run.
+
+        The learner's reward depends only on the observations before the step and the
+        actions, both known here, so with worker processes (``SubprocVecEnv``) the
+        scoring overlaps their stepping instead of following it.
+        """
+        assert self._obs is not None, "step before reset"
         self._acts = np.asarray(actions).copy()
         self.venv.step_async(actions)
+        if self.reward_fn is not None:
+            self._pending = np.asarray(self.reward_fn(self._obs, self._acts), dtype=np.float32)
 
     def step_wait(self) -> VecEnvStepReturn:
-        """Step, record, and score the batch of steps with ``reward_fn``."""
+        """Collect the step, record it, and hand on the rewards scored in ``step_async``."""
         obs, true_rew, dones, infos = self.venv.step_wait()
         prev_obs, acts = self._obs, self._acts
         assert prev_obs is not None and acts is not None, "step before reset"
@@ -88,7 +97,8 @@ class RewardVecEnv(VecEnvWrapper):
             if self.sign_true_reward:
                 rewards = np.sign(rewards)
         else:
-            rewards = np.asarray(self.reward_fn(prev_obs, acts), dtype=np.float32)
+            rewards, self._pending = self._pending, None
+            assert rewards is not None, "step_wait without step_async"
             if rewards.shape != (self.num_envs,):
                 raise ValueError(
                     f"reward_fn returned shape {rewards.shape}, expected ({self.num_envs},)"

@@ -1,6 +1,7 @@
 """Atari tasks: preprocessing, score masks, the batched conv reward encoder."""
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -167,6 +168,46 @@ def test_conv_reward_model_fits_and_round_trips(tmp_path):
     np.testing.assert_allclose(
         loaded.reward(states, np.zeros((len(states), 1), np.float32)), r, rtol=1e-5, atol=1e-6
     )
+
+
+def test_batch_norm_calibration_matches_dropout_free_statistics():
+    rng = np.random.default_rng(0)
+    n, h = 8, 3
+    obs = rng.integers(0, 256, (n, 2, h, 4, 84, 84), dtype=np.uint8)
+    pairs = ClipPairs(obs, np.zeros((n, 2, h, 1), np.float32), np.zeros((n, 2, h), np.float32))
+    data = PreferenceDataset(pairs, rng.integers(0, 2, n).astype(np.float32))
+    model = _tiny_atari_model()
+    model.config = replace(model.config, bn_calibration_pairs=0)
+    model.fit(data, epochs=2)  # running averages of training, taken with dropout on
+    d, k = model.to_device(data), model.config.ensemble_size
+    idx = torch.arange(n).expand(k, -1)
+    dropouts = [m for m in model.net.modules() if isinstance(m, SeededDropout)]
+
+    def eval_returns():
+        model.net.eval()
+        with torch.no_grad():
+            return model._returns(d, idx)
+
+    # Reference: batch statistics of these pairs, dropout off, running averages untouched.
+    state = {key: value.clone() for key, value in model.net.state_dict().items()}
+    model.net.train()
+    for m in dropouts:
+        m.eval()
+    with torch.no_grad():
+        reference = model._returns(d, idx)
+    model.net.load_state_dict(state)
+    before = eval_returns()
+    model.calibrate_batch_norm(d, [np.arange(n)] * k)  # 0 pairs: a no-op
+    torch.testing.assert_close(eval_returns(), before)
+
+    model.config = replace(model.config, bn_calibration_pairs=n, batch_size=n)  # one batch
+    model.calibrate_batch_norm(d, [np.arange(n)] * k)
+    assert not torch.allclose(before, reference, rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(eval_returns(), reference, rtol=1e-3, atol=1e-4)
+    assert not model.net.training
+    assert all(m.momentum == 0.1 for m in model.net.modules() if isinstance(m, nn.BatchNorm2d))
+    with pytest.raises(ValueError, match="bn_calibration_pairs"):
+        RewardModelConfig(bn_calibration_pairs=-1)
 
 
 def test_atari_agents_follow_the_paper():

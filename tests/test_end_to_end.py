@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from tiny import tiny_config
 
-from prefbench.agents.reward_model import RewardModel
+from prefbench.agents.reward_model import RewardModel, resolve_device
 from prefbench.benchmarks.train import TrainConfig, run_name, train
 from prefbench.envs.data import load_dataset
 
@@ -48,7 +48,8 @@ def test_run_folder_contents(pref_run):
     assert config["agent_config"]["rl"]["n_steps"] == 256
     assert config["agent_config"]["loop"]["update_every"] == 512
     assert config["clip_length"] == 30
-    assert config["device"] == "cpu"
+    # The run config leaves the device on auto: CUDA where present, else the CPU.
+    assert config["device"] == str(resolve_device("auto"))
     assert "torch" in config["versions"]
 
     stored = json.loads((run_dir / "summary.json").read_text())

@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from prefbench.agents.query import SELECTORS, DisagreementSelector, UniformSelector
 from prefbench.agents.reward_wrapper import RewardVecEnv
@@ -257,6 +257,25 @@ def test_reward_vec_env_never_leaks_true_reward():
         assert np.all(traj.obs[:, 0] == env_id)
     first_env0 = next(t for t in finished if t.obs[0, 0] == 0)
     np.testing.assert_array_equal(first_env0.acts, np.stack([a[0] for a in sent[:3]]))
+    venv.close()
+
+
+def test_reward_vec_env_scores_while_worker_processes_step():
+    inner = SubprocVecEnv([lambda i=i: Leaky(i) for i in range(2)], start_method="fork")
+    waiting = []
+
+    def reward_fn(obs, acts):
+        waiting.append(inner.waiting)  # the workers have the actions and are stepping
+        return obs[:, 1] + acts[:, 0]
+
+    venv = RewardVecEnv(inner, reward_fn)
+    venv.reset()
+    for step in range(4):
+        acts = np.full((2, 1), 0.5, np.float32)
+        _, rewards, _, _ = venv.step(acts)
+        # The reward of a step is scored on the observation before it: t = step % 3.
+        np.testing.assert_allclose(rewards, [step % 3 + 0.5] * 2)
+    assert waiting == [True] * 4
     venv.close()
 
 
