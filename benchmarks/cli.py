@@ -89,6 +89,20 @@ def _build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--subprocess", action="store_true", help="one process per env")
     fr.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     fr.add_argument("--device", default="auto")
+    bn = psub.add_parser(
+        "bn-calibration", help="conv reward-model accuracy with and without re-estimated batch norm"
+    )
+    bn.add_argument("--task", default="pong")
+    bn.add_argument("--steps", type=int, default=30_000, help="random-policy steps to clip")
+    bn.add_argument("--pairs", type=int, default=700, help="labelled pairs in all")
+    bn.add_argument("--train-pairs", type=int, default=450, help="of them, to train on")
+    bn.add_argument("--epochs", type=int, default=9)
+    bn.add_argument("--every", type=int, default=3, help="epochs between measurements")
+    bn.add_argument("--batch", type=int, default=32, help="pairs per member per step")
+    bn.add_argument("--calibration-pairs", type=int, default=128)
+    bn.add_argument("--seed", type=int, default=0)
+    bn.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    bn.add_argument("--device", default="auto")
     ov = psub.add_parser("overhead", help="training time of a preference agent over its baseline")
     ov.add_argument("--task", default="halfcheetah")
     ov.add_argument("--agent", default="pref-ppo", help="the preference agent")
@@ -227,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                 perf.reward_model_throughput(args)
             elif args.perf == "frames":
                 perf.frames_throughput(args)
+            elif args.perf == "bn-calibration":
+                perf.bn_calibration(args)
             else:
                 perf.overhead(args)
     except (UnknownIdError, ConfigError, CheckpointError, ValueError, TypeError) as exc:

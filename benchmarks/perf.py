@@ -216,3 +216,67 @@ def overhead(args: argparse.Namespace) -> float:
         f"train time {ratio_train:.3f}x, wall time {ratio_wall:.3f}x"
     )
     return ratio_train
+
+
+def bn_calibration(args: argparse.Namespace) -> list[tuple[int, float, float]]:
+    """Conv reward-model accuracy on fresh pairs with and without batch-norm re-estimation.
+
+    Trains the task's conv ensemble on oracle labels of random-policy clips, one epoch per
+    fit, keeping the running averages of training (``bn_calibration_pairs=0``). Every
+    ``--every`` epochs it scores held-out pairs twice with the same weights: with those
+    running averages, then with statistics re-estimated without dropout on the newest
+    ``--calibration-pairs`` training pairs. Returns ``(epoch, accuracy before, after)``.
+    """
+    import dataclasses
+
+    from prefbench.agents.preference import ATARI_REWARD
+    from prefbench.envs.rollout import collect_random
+    from prefbench.envs.segments import sample_clip_pairs
+    from prefbench.envs.tasks import get_task
+    from prefbench.envs.teachers import BPREF_TEACHERS, BPrefTeacher
+
+    for name in ("steps", "pairs", "train_pairs", "epochs", "every", "batch", "calibration_pairs"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.train_pairs >= args.pairs:
+        raise ValueError("--train-pairs must be below --pairs (the rest are the test pairs)")
+    task = get_task(args.task)
+    if not task.frame_stack:
+        raise ValueError(f"{args.task!r} has no image observations; batch norm is in the cnn")
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    trajs = collect_random(task, args.steps, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    pairs = sample_clip_pairs(trajs, args.pairs, task.clip_length, rng)
+    teacher = BPrefTeacher(BPREF_TEACHERS["oracle"], np.random.default_rng(args.seed + 1))
+    prefs = teacher.label(pairs).prefs.astype(np.float32)
+    cut = args.train_pairs
+    train = PreferenceDataset(pairs[np.arange(cut)], prefs[:cut])
+    test = PreferenceDataset(pairs[np.arange(cut, len(pairs))], prefs[cut:])
+    config = dataclasses.replace(ATARI_REWARD, batch_size=args.batch, bn_calibration_pairs=0)
+    obs_shape = task.spaces()[0].shape
+    model = RewardModel(obs_shape, 1, config, seed=args.seed, device=args.device)
+    calibrating = dataclasses.replace(config, bn_calibration_pairs=args.calibration_pairs)
+    print(
+        f"{task.id}: {len(trajs)} random episodes, {cut} training and {len(test)} test pairs "
+        f"({np.mean(test.prefs != 0.5):.0%} of the test pairs decided), device {model.device}"
+    )
+    rows = []
+    for epoch in range(1, args.epochs + 1):
+        model.fit(train, epochs=1)
+        if epoch % args.every and epoch != args.epochs:
+            continue
+        before = model.preference_accuracy(test.pairs, test.prefs)
+        saved = {k: v.clone() for k, v in model.net.state_dict().items()}
+        model.config = calibrating
+        start = time.perf_counter()
+        model.calibrate_batch_norm(model.to_device(train), [np.arange(cut)] * config.ensemble_size)
+        seconds = time.perf_counter() - start
+        after = model.preference_accuracy(test.pairs, test.prefs)
+        model.config = config
+        model.net.load_state_dict(saved)
+        rows.append((epoch, before, after))
+        print(
+            f"epoch {epoch:3d}: accuracy on decided test pairs {before:.3f} with the running "
+            f"averages of training, {after:.3f} re-estimated ({seconds:.1f}s)"
+        )
+    return rows

@@ -251,12 +251,26 @@ def test_perf_frames_compares_true_and_learned_reward(capsys):
     assert "true reward" in out and "learned reward" in out and "% of the frames" in out
 
 
+def test_perf_bn_calibration_reports_both_accuracies(capsys):
+    pytest.importorskip("ale_py")
+    code, out, _ = run(
+        capsys, "perf", "bn-calibration", "--steps", "1000", "--pairs", "12", "--train-pairs",
+        "8", "--epochs", "1", "--batch", "4", "--calibration-pairs", "4", "--threads", "1",
+        "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0
+    assert "8 training and 4 test pairs" in out
+    assert "epoch   1: accuracy on decided test pairs" in out and "re-estimated" in out
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ("perf", "frames", "--task", "nope"),
         ("perf", "frames", "--envs", "0"),
         ("perf", "reward-model", "--encoder", "cnn", "--frame-stack", "0"),
+        ("perf", "bn-calibration", "--task", "pendulum"),
+        ("perf", "bn-calibration", "--pairs", "10", "--train-pairs", "10"),
     ],
 )
 def test_perf_bad_input_exits_2(argv, capsys):
