@@ -471,20 +471,24 @@ class RewardModel:
         return FitStats(train_loss, val_loss, val_acc, self.l2.copy(), steps, n)
 
     @torch.no_grad()
-    def calibrate_batch_norm(self, d: DeviceData, pools: list[np.ndarray]) -> None:
+    def calibrate_batch_norm(
+        self, d: DeviceData, pools: list[np.ndarray], pairs: int | None = None
+    ) -> None:
         """Re-estimate batch-norm statistics with dropout off ("precise BN").
 
-        Runs member ``k``'s newest ``config.bn_calibration_pairs`` labels of ``pools[k]``
-        through the network in training mode with dropout disabled, and replaces each
-        batch norm's running mean and variance by their averages over those batches.
-        No-op for networks without batch norm or with ``bn_calibration_pairs == 0``.
+        Runs member ``k``'s newest ``pairs`` labels of ``pools[k]`` through the network in
+        training mode with dropout disabled, and replaces each batch norm's running mean
+        and variance by their averages over those batches. No-op for networks without
+        batch norm or with ``pairs == 0``.
 
         Args:
             d: The labelled pairs on the device.
             pools: Per member, the indices into ``d`` it trains on.
+            pairs: Pairs per member; ``None`` takes ``config.bn_calibration_pairs``.
         """
+        pairs = self.config.bn_calibration_pairs if pairs is None else pairs
         norms = [m for m in self.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        n = min(self.config.bn_calibration_pairs, *(len(p) for p in pools))
+        n = min(pairs, *(len(p) for p in pools))
         if not norms or n == 0:
             return
         pick = np.stack([pool[len(pool) - n :] for pool in pools])  # (K, n)

@@ -255,7 +255,8 @@ def bn_calibration(args: argparse.Namespace) -> list[tuple[int, float, float]]:
     config = dataclasses.replace(ATARI_REWARD, batch_size=args.batch, bn_calibration_pairs=0)
     obs_shape = task.spaces()[0].shape
     model = RewardModel(obs_shape, 1, config, seed=args.seed, device=args.device)
-    calibrating = dataclasses.replace(config, bn_calibration_pairs=args.calibration_pairs)
+    train_on_device = model.to_device(train)
+    pools = [np.arange(cut)] * config.ensemble_size
     print(
         f"{task.id}: {len(trajs)} random episodes, {cut} training and {len(test)} test pairs "
         f"({np.mean(test.prefs != 0.5):.0%} of the test pairs decided), device {model.device}"
@@ -267,13 +268,11 @@ def bn_calibration(args: argparse.Namespace) -> list[tuple[int, float, float]]:
             continue
         before = model.preference_accuracy(test.pairs, test.prefs)
         saved = {k: v.clone() for k, v in model.net.state_dict().items()}
-        model.config = calibrating
         start = time.perf_counter()
-        model.calibrate_batch_norm(model.to_device(train), [np.arange(cut)] * config.ensemble_size)
+        model.calibrate_batch_norm(train_on_device, pools, pairs=args.calibration_pairs)
         seconds = time.perf_counter() - start
         after = model.preference_accuracy(test.pairs, test.prefs)
-        model.config = config
-        model.net.load_state_dict(saved)
+        model.net.load_state_dict(saved)  # training goes on with the running averages
         rows.append((epoch, before, after))
         print(
             f"epoch {epoch:3d}: accuracy on decided test pairs {before:.3f} with the running "
