@@ -164,7 +164,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and SIGKILL")
 def test_sigkill_worker_and_parent_then_rerun_completes(plugin, tmp_path):
     out = tmp_path / "res"
-    env = {**os.environ, "PYTHONPATH": str(TESTS_DIR)}
+    # Prepend: an install that is itself on PYTHONPATH must stay importable.
+    path = os.pathsep.join(filter(None, (str(TESTS_DIR), os.environ.get("PYTHONPATH"))))
+    env = {**os.environ, "PYTHONPATH": path}
     cmd = [
         sys.executable,
         "-m",
