@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,10 @@ from prefbench.envs.registry import Registry
 from prefbench.envs.tasks import TaskSpec
 
 STATE_FORMAT = "prefbench.agent_state.v1"
+#: Learner attribute that SB3 saves into ``policy.zip``: the algorithm id the policy was
+#: trained with, so that loading it as another algorithm fails instead of succeeding
+#: silently (SB3's ``load`` does not check the class).
+ALGO_ATTRIBUTE = "prefbench_algo"
 
 
 def _algo_from_import(obj: object, path: str) -> type[OnPolicyAlgorithm]:
@@ -219,19 +224,52 @@ def build_learner(
         raise ConfigError(f"{cls.__name__} rejected its settings: {exc}") from exc
     if log_dir is not None:
         model.set_logger(configure(str(log_dir), ["csv", "tensorboard"]))
+    setattr(model, ALGO_ATTRIBUTE, config.algo)
     return model
+
+
+def saved_algorithm(path: Path) -> str | None:
+    """The algorithm id recorded in an SB3 policy archive, or None where none is recorded.
+
+    Archives written by this package record it; SB3 archives from elsewhere do not.
+
+    Raises:
+        CheckpointError: If ``path`` is not an SB3 archive.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"{path} is not an SB3 policy archive ({type(exc).__name__}: {exc})"
+        ) from exc
+    value = data.get(ALGO_ATTRIBUTE) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _check_algorithm(path: Path, algo: str) -> None:
+    saved = saved_algorithm(path)
+    if saved is not None and saved != algo:
+        raise CheckpointError(f"{path} holds a policy trained with {saved}, not {algo}")
 
 
 def load_policy(path: str | Path, algo: str = "ppo", device: str = "cpu") -> OnPolicyAlgorithm:
     """Load a policy saved by an agent's ``save`` (an SB3 ``.zip``).
 
+    Args:
+        path: The ``policy.zip``.
+        algo: Algorithm id (or import path) the policy was trained with.
+        device: Torch device to load onto.
+
     Raises:
-        CheckpointError: If the file is missing, corrupt, or not a policy of ``algo``.
+        CheckpointError: If the file is missing, corrupt, or records another algorithm.
+        UnknownIdError: If ``algo`` is not a registered algorithm.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no policy checkpoint at {path}")
     cls = ALGORITHMS.get(algo)
+    _check_algorithm(path, algo)
     try:
         return cls.load(path, device=device)
     except Exception as exc:  # noqa: BLE001 - SB3 raises many kinds for a bad archive
@@ -246,6 +284,9 @@ def restore_learner(learner: OnPolicyAlgorithm, path: Path, step: int) -> None:
     Raises:
         CheckpointError: If the file does not fit the learner.
     """
+    algo = getattr(learner, ALGO_ATTRIBUTE, None)
+    if algo is not None:
+        _check_algorithm(path, algo)
     try:
         learner.set_parameters(str(path), exact_match=True, device=learner.device)
     except Exception as exc:  # noqa: BLE001 - SB3 raises many kinds for a bad archive

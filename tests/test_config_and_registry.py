@@ -211,3 +211,75 @@ def test_label_schedule():
     # Atari: 500 labels up front, capped at a smaller budget.
     assert label_schedule(0, total, 3300, 500, 5e6) == 500
     assert label_schedule(0, total, 300, 500, 5e6) == 300
+
+
+# -------------------------------------------------------------------- saved policies
+
+
+def _saved_policy(tmp_path: Path, algo: str) -> Path:
+    from prefbench.agents.rl import build_learner
+    from prefbench.envs.rollout import make_vec_env
+
+    task = get_task("pendulum")
+    learner = build_learner(
+        RLConfig(algo=algo, n_envs=1, n_steps=64),
+        task,
+        make_vec_env(task, 1, 0),
+        seed=0,
+        device="cpu",
+    )
+    path = tmp_path / algo / "policy.zip"
+    path.parent.mkdir()
+    learner.save(path)
+    return path
+
+
+def test_load_policy_round_trip_and_foreign_archives(tmp_path):
+    import numpy as np
+    from stable_baselines3 import A2C, PPO
+
+    from prefbench.agents.rl import load_policy, saved_algorithm
+    from prefbench.envs.data import CheckpointError
+
+    a2c = _saved_policy(tmp_path, "a2c")
+    ppo = _saved_policy(tmp_path, "ppo")
+    assert saved_algorithm(a2c) == "a2c"
+    assert type(load_policy(a2c, "a2c")) is A2C
+    policy = load_policy(ppo, "ppo")
+    assert type(policy) is PPO
+    action, _ = policy.predict(np.zeros((1, 3), dtype=np.float32), deterministic=True)
+    assert action.shape == (1, 1)
+    # SB3 alone would load an A2C archive as PPO without complaint.
+    with pytest.raises(CheckpointError, match="trained with a2c, not ppo"):
+        load_policy(a2c, "ppo")
+    with pytest.raises(CheckpointError, match="not an SB3 policy archive"):
+        load_policy(_write(tmp_path / "junk.zip", b"not a zip"), "ppo")
+    with pytest.raises(CheckpointError, match="no policy checkpoint"):
+        load_policy(tmp_path / "missing.zip", "ppo")
+    with pytest.raises(UnknownIdError, match="unknown RL algorithm 'dqn'"):
+        load_policy(ppo, "dqn")
+
+
+def test_resume_refuses_a_policy_of_another_algorithm(tmp_path):
+    from prefbench.agents.rl import build_learner, restore_learner
+    from prefbench.envs.data import CheckpointError
+    from prefbench.envs.rollout import make_vec_env
+
+    a2c = _saved_policy(tmp_path, "a2c")
+    task = get_task("pendulum")
+    venv = make_vec_env(task, 1, 0)
+    ppo = build_learner(
+        RLConfig(algo="ppo", n_envs=1, n_steps=64), task, venv, seed=0, device="cpu"
+    )
+    with pytest.raises(CheckpointError, match="trained with a2c, not ppo"):
+        restore_learner(ppo, a2c, 10)
+    same = build_learner(
+        RLConfig(algo="a2c", n_envs=1, n_steps=64), task, venv, seed=1, device="cpu"
+    )
+    restore_learner(same, a2c, 10)
+    assert same.num_timesteps == 10
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
