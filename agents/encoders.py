@@ -144,6 +144,20 @@ class EnsembleConvEncoder(nn.Module):
         self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.channels = channels
         self.out_dim = channels * h * w
+        # Folded (weight, bias) per block, with the key of the tensors they came from.
+        self._folded: tuple[tuple, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def train(self, mode: bool = True) -> EnsembleConvEncoder:
+        """Switch mode; drops the folded weights (training changes what they fold)."""
+        self._folded = None
+        return super().train(mode)
+
+    def _apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> EnsembleConvEncoder:
+        # .to(), .cuda(), .half(): the folded weights would be on the old device or dtype.
+        self._folded = None
+        return super()._apply(fn, recurse)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """``(K, M, C, H, W)`` -> ``(K, M, out_dim)``.
@@ -167,15 +181,42 @@ class EnsembleConvEncoder(nn.Module):
         y = self.net(x) if self.training else self._folded_forward(x, shared)
         return y.reshape(m, k, -1).transpose(0, 1)  # y: (M, K*channels, h, w)
 
-    def _folded_forward(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
-        """Eval-mode layers with batch norm folded into the convolutions."""
+    def _folded_params(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each block's convolution weight and bias with its batch norm folded in.
+
+        Cached between calls without autograd: scoring the agent's reward calls this for
+        every batch of steps, and on a GPU the ~30 small kernels of folding cost more
+        than the arithmetic. The cache key holds every source tensor's version counter
+        (bumped by optimiser steps, running-statistics updates and ``load_state_dict``)
+        and storage address, so any change to them recomputes it.
+        """
         blocks = [self.net[i : i + 4] for i in range(0, len(self.net), 4)]
-        for i, (conv, bn, act, _dropout) in enumerate(blocks):
+        sources = [
+            t
+            for conv, bn, _act, _dropout in blocks
+            for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        ]
+        key = tuple((t._version, t.data_ptr()) for t in sources)
+        cache = not torch.is_grad_enabled()
+        if cache and self._folded is not None and self._folded[0] == key:
+            return self._folded[1]
+        folded = []
+        for conv, bn, _act, _dropout in blocks:
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             weight = (conv.weight * scale[:, None, None, None]).contiguous(
                 memory_format=torch.channels_last
             )
-            bias = (conv.bias - bn.running_mean) * scale + bn.bias
+            folded.append((weight, (conv.bias - bn.running_mean) * scale + bn.bias))
+        if cache:
+            self._folded = (key, folded)
+        return folded
+
+    def _folded_forward(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
+        """Eval-mode layers with batch norm folded into the convolutions."""
+        blocks = [self.net[i : i + 4] for i in range(0, len(self.net), 4)]
+        for i, ((conv, _bn, act, _dropout), (weight, bias)) in enumerate(
+            zip(blocks, self._folded_params(), strict=True)
+        ):
             groups = 1 if (i == 0 and shared) else conv.groups
             x = F.leaky_relu_(
                 F.conv2d(x, weight, bias, conv.stride, groups=groups), act.negative_slope

@@ -128,6 +128,48 @@ def test_conv_encoder_on_shared_observations_matches_the_copied_input():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_folded_weights_are_cached_and_follow_every_change():
+    torch.manual_seed(0)
+    enc = EnsembleConvEncoder(2, (4, 84, 84)).eval()
+    obs = torch.randint(0, 256, (2, 3, 4, 84, 84), dtype=torch.uint8)
+
+    def fresh() -> torch.Tensor:
+        ref = copy.deepcopy(enc)
+        ref._folded = None
+        with torch.no_grad():
+            return ref(obs)
+
+    with torch.no_grad():
+        first = enc(obs)
+        cached = enc._folded
+        assert cached is not None
+        assert torch.equal(enc(obs), first) and enc._folded is cached  # reused, not rebuilt
+    # An optimiser step and a training pass (new running statistics).
+    optimizer = torch.optim.SGD(enc.parameters(), lr=0.1)
+    enc.train()
+    enc(obs).square().mean().backward()
+    optimizer.step()
+    enc.eval()
+    with torch.no_grad():
+        after_step = enc(obs)
+    assert not torch.allclose(after_step, first)
+    torch.testing.assert_close(after_step, fresh())
+    # In-place edits of a statistic, and another model's weights loaded.
+    with torch.no_grad():
+        enc.net[1].running_mean.add_(0.3)
+        edited = enc(obs)
+    torch.testing.assert_close(edited, fresh())
+    assert not torch.allclose(edited, after_step)
+    other = EnsembleConvEncoder(2, (4, 84, 84)).eval()
+    enc.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(enc(obs), other(obs))
+    # With autograd on, eval mode still reaches the parameters.
+    enc.zero_grad()
+    enc(obs).sum().backward()
+    assert enc.net[0].weight.grad is not None and enc.net[0].weight.grad.abs().sum() > 0
+
+
 def _tiny_atari_model():
     cfg = RewardModelConfig(
         encoder="cnn", hidden_sizes=(8,), use_actions=False, batch_size=4, output_std=0.05
