@@ -70,7 +70,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rm = psub.add_parser("reward-model", help="reward-model training throughput (pairs/s)")
     rm.add_argument("--ensemble", type=int, default=3)
     rm.add_argument("--hidden", type=int, default=64, help="width of both hidden layers")
-    rm.add_argument("--clip", type=int, default=50, help="steps per clip")
+    rm.add_argument(
+        "--clip", type=int, default=None, help="steps per clip (default: 25 with cnn, else 50)"
+    )
     rm.add_argument("--obs-dim", type=int, default=17)
     rm.add_argument("--act-dim", type=int, default=6)
     rm.add_argument("--batch", type=int, default=64, help="pairs per member per step")

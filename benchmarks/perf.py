@@ -15,7 +15,12 @@ import numpy as np
 import torch
 
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig, action_dim
+from prefbench.envs.atari import ATARI_CLIP_STEPS
 from prefbench.envs.data import ClipPairs, PreferenceDataset
+
+#: Default clip of ``perf reward-model`` with vector observations. 50 steps, as when the
+#: core-loop figures in results/README.md were taken, so their commands still reproduce.
+MUJOCO_CLIP_STEPS = 50
 
 
 def _random_pairs(args: argparse.Namespace, n: int, rng: np.random.Generator) -> ClipPairs:
@@ -42,6 +47,8 @@ def reward_model_throughput(args: argparse.Namespace) -> float:
     ``--encoder cnn`` times the paper's Atari network on 84x84 frame stacks kept as
     compact frames, and prints the memory that 1,000 stored clips take.
     """
+    if args.clip is None:
+        args.clip = ATARI_CLIP_STEPS if args.encoder == "cnn" else MUJOCO_CLIP_STEPS
     k, hidden, clip = args.ensemble, args.hidden, args.clip
     for name, value in (
         ("ensemble", k),

@@ -242,6 +242,15 @@ def test_perf_reward_model_cnn_prints_throughput_and_memory(capsys):
     assert "memory per 1,000 stored clips" in out and "(2.00x)" in out  # 6 frames, not 12
 
 
+def test_perf_reward_model_clip_defaults_to_the_encoders_task(capsys):
+    # The conv ensemble is the Atari network: its clips are Atari's 25 steps by default.
+    common = ("--batch", "1", "--seconds", "0.01", "--threads", "1", "--device", "cpu")
+    code, out, _ = run(capsys, "perf", "reward-model", "--encoder", "cnn", *common)
+    assert code == 0 and "clip 25 steps" in out
+    code, out, _ = run(capsys, "perf", "reward-model", "--hidden", "4", *common)
+    assert code == 0 and "clip 50," in out
+
+
 def test_perf_frames_compares_true_and_learned_reward(capsys):
     code, out, _ = run(
         capsys, "perf", "frames", "--task", "pendulum", "--envs", "2", "--steps", "40",
