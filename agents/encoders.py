@@ -147,17 +147,17 @@ class EnsembleConvEncoder(nn.Module):
         # Folded (weight, bias) per block, with the key of the tensors they came from.
         self._folded: tuple[tuple, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
-    def train(self, mode: bool = True) -> EnsembleConvEncoder:
-        """Switch mode; drops the folded weights (training changes what they fold)."""
-        self._folded = None
-        return super().train(mode)
-
     def _apply(
         self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
     ) -> EnsembleConvEncoder:
-        # .to(), .cuda(), .half(): the folded weights would be on the old device or dtype.
+        # .to(), .cuda(), .half() give the parameters new storage with fresh version
+        # counters, which the allocator may place at a freed address: drop the cache.
         self._folded = None
         return super()._apply(fn, recurse)
+
+    def _blocks(self) -> list[nn.Sequential]:
+        """The four (conv, batch norm, leaky ReLU, dropout) blocks of ``net``."""
+        return [self.net[i : i + 4] for i in range(0, len(self.net), 4)]
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """``(K, M, C, H, W)`` -> ``(K, M, out_dim)``.
@@ -190,7 +190,7 @@ class EnsembleConvEncoder(nn.Module):
         (bumped by optimiser steps, running-statistics updates and ``load_state_dict``)
         and storage address, so any change to them recomputes it.
         """
-        blocks = [self.net[i : i + 4] for i in range(0, len(self.net), 4)]
+        blocks = self._blocks()
         sources = [
             t
             for conv, bn, _act, _dropout in blocks
@@ -213,9 +213,8 @@ class EnsembleConvEncoder(nn.Module):
 
     def _folded_forward(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
         """Eval-mode layers with batch norm folded into the convolutions."""
-        blocks = [self.net[i : i + 4] for i in range(0, len(self.net), 4)]
         for i, ((conv, _bn, act, _dropout), (weight, bias)) in enumerate(
-            zip(blocks, self._folded_params(), strict=True)
+            zip(self._blocks(), self._folded_params(), strict=True)
         ):
             groups = 1 if (i == 0 and shared) else conv.groups
             x = F.leaky_relu_(
