@@ -22,7 +22,7 @@ from prefbench.agents.rl import (
 )
 from prefbench.envs.data import CheckpointError
 from prefbench.envs.rollout import random_actions
-from prefbench.envs.seeding import make_rng, stream_seed
+from prefbench.envs.seeding import int31_seed, make_rng
 from prefbench.envs.teachers import Teacher
 
 
@@ -67,7 +67,7 @@ class TrueRewardAgent(LearnerPolicy):
             self.config.rl,
             ctx.task,
             self.venv,
-            seed=stream_seed(ctx.seed, "learner") % 2**31,
+            seed=int31_seed(ctx.seed, "learner"),
             device=ctx.device,
             log_dir=ctx.run_dir / "rl_log",
         )

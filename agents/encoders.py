@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prefbench.agents.tensor_cache import TensorCache
 from prefbench.envs.registry import Registry
 
 
@@ -144,15 +145,15 @@ class EnsembleConvEncoder(nn.Module):
         self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.channels = channels
         self.out_dim = channels * h * w
-        # Folded (weight, bias) per block, with the key of the tensors they came from.
-        self._folded: tuple[tuple, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        # Folded (weight, bias) per block, kept while their source tensors are unchanged.
+        self._folded: TensorCache[list[tuple[torch.Tensor, torch.Tensor]]] = TensorCache()
 
     def _apply(
         self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
     ) -> EnsembleConvEncoder:
         # .to(), .cuda(), .half() give the parameters new storage with fresh version
         # counters, which the allocator may place at a freed address: drop the cache.
-        self._folded = None
+        self._folded.clear()
         return super()._apply(fn, recurse)
 
     def _blocks(self) -> list[nn.Sequential]:
@@ -184,11 +185,9 @@ class EnsembleConvEncoder(nn.Module):
     def _folded_params(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each block's convolution weight and bias with its batch norm folded in.
 
-        Cached between calls without autograd: scoring the agent's reward calls this for
-        every batch of steps, and on a GPU the ~30 small kernels of folding cost more
-        than the arithmetic. The cache key holds every source tensor's version counter
-        (bumped by optimiser steps, running-statistics updates and ``load_state_dict``)
-        and storage address, so any change to them recomputes it.
+        Cached between calls without autograd (:class:`TensorCache`): scoring the agent's
+        reward calls this for every batch of steps, and on a GPU the ~30 small kernels of
+        folding cost more than the arithmetic.
         """
         blocks = self._blocks()
         sources = [
@@ -196,20 +195,18 @@ class EnsembleConvEncoder(nn.Module):
             for conv, bn, _act, _dropout in blocks
             for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
         ]
-        key = tuple((t._version, t.data_ptr()) for t in sources)
-        cache = not torch.is_grad_enabled()
-        if cache and self._folded is not None and self._folded[0] == key:
-            return self._folded[1]
-        folded = []
-        for conv, bn, _act, _dropout in blocks:
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            weight = (conv.weight * scale[:, None, None, None]).contiguous(
-                memory_format=torch.channels_last
-            )
-            folded.append((weight, (conv.bias - bn.running_mean) * scale + bn.bias))
-        if cache:
-            self._folded = (key, folded)
-        return folded
+
+        def fold() -> list[tuple[torch.Tensor, torch.Tensor]]:
+            folded = []
+            for conv, bn, _act, _dropout in blocks:
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                weight = (conv.weight * scale[:, None, None, None]).contiguous(
+                    memory_format=torch.channels_last
+                )
+                folded.append((weight, (conv.bias - bn.running_mean) * scale + bn.bias))
+            return folded
+
+        return fold() if torch.is_grad_enabled() else self._folded.get(sources, fold)
 
     def _folded_forward(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
         """Eval-mode layers with batch norm folded into the convolutions."""

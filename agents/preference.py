@@ -27,6 +27,7 @@ import numpy as np
 
 from prefbench.agents.protocol import AgentSpec, Reporter, RunContext, register_agent
 from prefbench.agents.query import SELECTORS, DisagreementSelector, QuerySelector
+from prefbench.agents.reward_checkpoint import load_reward_model, save_reward_model
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig, action_dim
 from prefbench.agents.reward_wrapper import make_training_env
 from prefbench.agents.rl import (
@@ -48,7 +49,7 @@ from prefbench.envs.data import (
     save_dataset,
 )
 from prefbench.envs.rollout import collect_random
-from prefbench.envs.seeding import make_rng, stream_seed
+from prefbench.envs.seeding import int31_seed, make_rng, stream_seed
 from prefbench.envs.segments import TrajectoryStore, locate_steps
 from prefbench.envs.teachers import CalibratedTeacher, ReturnScale, Teacher
 
@@ -193,7 +194,7 @@ class PreferenceAgent(LearnerPolicy):
             self.config.rl,
             task,
             self.venv,
-            seed=stream_seed(ctx.seed, "learner") % 2**31,
+            seed=int31_seed(ctx.seed, "learner"),
             device=ctx.device,
             log_dir=ctx.run_dir / "rl_log",
         )
@@ -265,9 +266,7 @@ class PreferenceAgent(LearnerPolicy):
             return
         loop, task = self.config.loop, self.ctx.task
         random_steps = loop.random_steps or max(4 * task.horizon, 8000)
-        random_trajs = collect_random(
-            task, random_steps, stream_seed(self.ctx.seed, "random") % 2**31
-        )
+        random_trajs = collect_random(task, random_steps, int31_seed(self.ctx.seed, "random"))
         n0 = self._target(0)
         if n0 > 0:
             self._query(random_trajs, n0, use_model=False)
@@ -327,7 +326,7 @@ class PreferenceAgent(LearnerPolicy):
                 self.teacher.rng.bit_generator.state = state["teacher_rng"]  # type: ignore[attr-defined]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{directory} holds an inconsistent agent state: {exc}") from exc
-        model = RewardModel.load(directory / "reward_model.pt", device=self.reward_model.device)
+        model = load_reward_model(directory / "reward_model.pt", device=self.reward_model.device)
         if model.config != self.reward_model.config:
             raise CheckpointError(f"{directory} holds a reward model of another config")
         self.reward_model = model
@@ -341,7 +340,7 @@ class PreferenceAgent(LearnerPolicy):
     def save(self, directory: Path) -> None:
         """Write ``policy.zip``, ``reward_model.pt`` and ``labels.npz``."""
         self.save_policy(directory)
-        self.reward_model.save(directory / "reward_model.pt")
+        save_reward_model(self.reward_model, directory / "reward_model.pt")
         if self.dataset is not None:
             save_dataset(self.dataset, directory / "labels.npz")
 

@@ -18,46 +18,26 @@ labels (``(K, B)`` index arrays gather each member's pairs). Defaults follow the
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from prefbench.agents.encoders import ENCODERS, EnsembleLinear, SeededDropout
+from prefbench.agents.device import resolve_device
+from prefbench.agents.encoders import EnsembleLinear, SeededDropout
+from prefbench.agents.losses import bradley_terry_loss
+from prefbench.agents.reward_nets import DeviceData, NumpyEnsemble, RewardEnsemble
+from prefbench.agents.tensor_cache import TensorCache
 from prefbench.envs.data import CheckpointError, ClipPairs, PreferenceDataset
 from prefbench.envs.seeding import make_torch_generator
-
-FORMAT = "prefbench.reward_model"
-FORMAT_VERSION = 1
 
 
 def action_dim(space: gym.Space) -> int:
     """Length of the action vector the reward model reads: a Box flattened, a Discrete 1."""
     return int(np.prod(space.shape)) if space.shape else 1
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given.
-
-    Raises:
-        ValueError: For an unknown device string or an unavailable CUDA device.
-    """
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"invalid device {device!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for but CUDA is not available")
-    return dev
 
 
 @dataclass(frozen=True)
@@ -130,128 +110,6 @@ class RewardModelConfig:
             raise ValueError("; ".join(problems))
 
 
-class RewardEnsemble(nn.Module):
-    """``K`` reward networks evaluated together.
-
-    Args:
-        obs_shape: Shape of one observation.
-        act_dim: Length of the (flattened or one-hot) action vector; 0 to ignore actions.
-        config: Hyperparameters.
-    """
-
-    def __init__(self, obs_shape: tuple[int, ...], act_dim: int, config: RewardModelConfig) -> None:
-        super().__init__()
-        k = config.ensemble_size
-        self.config = config
-        self.obs_shape = tuple(obs_shape)
-        self.act_dim = act_dim if config.use_actions else 0
-        self.encoder = ENCODERS.get(config.encoder)(k, self.obs_shape)
-        width = self.encoder.out_dim + self.act_dim
-        layers = []
-        for h in config.hidden_sizes:
-            layers.append(EnsembleLinear(k, width, h))
-            width = h
-        self.trunk = nn.ModuleList(layers)
-        self.head = EnsembleLinear(k, width, 1)
-        # Per-member affine normalisation of the raw output, set by `set_normalization`.
-        self.register_buffer("out_mean", torch.zeros(k))
-        self.register_buffer("out_std", torch.ones(k))
-
-    @property
-    def n_members(self) -> int:
-        """``K``."""
-        return self.config.ensemble_size
-
-    def features(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
-        """Last hidden layer: ``(K, M, *O)``, ``(K, M, A)`` -> ``(K, M, hidden)``."""
-        x = self.encoder(obs)
-        if self.act_dim:
-            x = torch.cat([x, acts.reshape(*acts.shape[:2], self.act_dim).float()], dim=-1)
-        slope = self.config.leaky_relu_slope
-        for layer in self.trunk:
-            x = F.leaky_relu(layer(x), slope)
-        return x
-
-    def step_rewards(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
-        """Raw per-step rewards: ``(K, M, *O)``, ``(K, M, A)`` -> ``(K, M)``."""
-        return self.head(self.features(obs, acts)).squeeze(-1)
-
-    def clip_returns(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
-        """Raw clip returns: ``(K, P, H, *O)``, ``(K, P, H, A)`` -> ``(K, P)``.
-
-        The head is affine, so summing the last hidden layer over the clip before the head
-        gives the summed per-step rewards at a fraction of the cost.
-        """
-        k, p, h = obs.shape[:3]
-        flat_obs = obs.reshape(k, p * h, *obs.shape[3:])
-        flat_acts = acts.reshape(k, p * h, -1) if self.act_dim else None
-        feats = self.features(flat_obs, flat_acts)
-        summed = feats.reshape(k, p, h, -1).sum(dim=2)
-        return torch.baddbmm(self.head.bias * h, summed, self.head.weight).squeeze(-1)
-
-    @torch.no_grad()
-    def set_normalization(self, obs: torch.Tensor, acts: torch.Tensor | None) -> None:
-        """Fit each member's output normalisation on ``(M, *O)`` states (and actions).
-
-        States go through the network about 5e7 input values at a time (conv activations
-        are large; a MuJoCo batch is one chunk).
-        """
-        k = self.n_members
-        chunk = max(1, int(5e7 // max(1, math.prod(obs.shape[1:]))))
-        parts = []
-        for s in range(0, obs.shape[0], chunk):
-            o = obs[s : s + chunk]
-            a = acts[s : s + chunk] if self.act_dim else None
-            parts.append(
-                self.step_rewards(
-                    o.unsqueeze(0).expand(k, *o.shape),
-                    a.unsqueeze(0).expand(k, *a.shape) if a is not None else None,
-                )
-            )
-        r = torch.cat(parts, dim=1)
-        self.out_mean.copy_(r.mean(dim=1))
-        self.out_std.copy_(r.std(dim=1).clamp_min(1e-6) if r.shape[1] > 1 else torch.ones(k))
-
-    @torch.no_grad()
-    def normalized_reward(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
-        """The agent's reward for ``(M, *O)`` states: mean over members of normalised outputs."""
-        k = self.n_members
-        r = self.step_rewards(
-            obs.unsqueeze(0).expand(k, *obs.shape),
-            acts.unsqueeze(0).expand(k, *acts.shape) if self.act_dim else None,
-        )
-        r = (r - self.out_mean[:, None]) / self.out_std[:, None]
-        return r.mean(dim=0) * self.config.output_std
-
-
-def bradley_terry_loss(
-    returns: torch.Tensor, prefs: torch.Tensor, random_answer_prob: float
-) -> torch.Tensor:
-    """Per-pair negative log-likelihood of the preference model.
-
-    Args:
-        returns: ``(..., 2)`` predicted clip returns (first, second).
-        prefs: ``(...)`` probability that the first clip was preferred.
-        random_answer_prob: Mixture weight of a uniformly random answer.
-
-    Returns:
-        ``(...)`` loss per pair.
-    """
-    logit = returns[..., 0] - returns[..., 1]
-    eps = random_answer_prob
-    if eps > 0:
-        log_half_eps = math.log(eps / 2)
-        log_p1 = torch.logaddexp(
-            math.log1p(-eps) + F.logsigmoid(logit), torch.full_like(logit, log_half_eps)
-        )
-        log_p2 = torch.logaddexp(
-            math.log1p(-eps) + F.logsigmoid(-logit), torch.full_like(logit, log_half_eps)
-        )
-    else:
-        log_p1, log_p2 = F.logsigmoid(logit), F.logsigmoid(-logit)
-    return -(prefs * log_p1 + (1 - prefs) * log_p2)
-
-
 @dataclass(frozen=True)
 class FitStats:
     """What one fit did, per member where it says so.
@@ -284,43 +142,8 @@ class FitStats:
         }
 
 
-@dataclass
-class DeviceData:
-    """Labelled pairs on the device.
-
-    Attributes:
-        obs: ``(N, 2, H, *O)`` observations, or with ``frame_stack = k > 0`` the compact
-            ``(N, 2, H + k - 1, F...)`` frames that the ``(H, k, F...)`` stacks are cut from.
-        acts: ``(N, 2, H, A)`` flattened actions.
-        prefs: ``(N,)`` probability that the first clip is preferred.
-        frame_stack: ``k``, or 0 when ``obs`` holds whole observations.
-    """
-
-    obs: torch.Tensor
-    acts: torch.Tensor
-    prefs: torch.Tensor
-    frame_stack: int = 0
-
-    def clips(self, idx: torch.Tensor) -> torch.Tensor:
-        """``(*idx.shape, 2, H, *O)`` observations of the pairs ``idx`` (stacks built here)."""
-        obs = self.obs[idx]
-        if not self.frame_stack:
-            return obs
-        axis = idx.dim() + 1  # the frame axis, after the pair and clip axes
-        # unfold puts the window last: (..., H, F..., k) -> (..., H, k, F...).
-        return obs.unfold(axis, self.frame_stack, 1).movedim(-1, axis + 1)
-
-    @property
-    def clip_shape(self) -> tuple[int, ...]:
-        """``(H, *O)``, one clip's observations."""
-        if not self.frame_stack:
-            return tuple(self.obs.shape[2:])
-        k = self.frame_stack
-        return (self.obs.shape[2] - k + 1, k, *self.obs.shape[3:])
-
-
 class RewardModel:
-    """A reward ensemble with its trainer, normalisation and checkpoints.
+    """A reward ensemble with its trainer and normalisation (files: ``reward_checkpoint``).
 
     Args:
         obs_shape: Shape of one observation.
@@ -358,7 +181,9 @@ class RewardModel:
         self._rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
         # (N, K) True where label n is held out of member k; grows as labels arrive.
         self.holdout = np.zeros((0, k), dtype=bool)
-        self._numpy_net: _NumpyEnsemble | None = None
+        # A NumPy copy of a flatten-encoder ensemble on the CPU, rebuilt when weights change.
+        self._numpy_net: TensorCache[NumpyEnsemble] = TensorCache()
+        self._net_tensors = [*self.net.parameters(), *self.net.buffers()]
 
     # ----------------------------------------------------------------- training
     def _holdout_for(self, n: int) -> np.ndarray:
@@ -426,7 +251,6 @@ class RewardModel:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        self._numpy_net = None
         return losses.detach()
 
     def fit(
@@ -573,7 +397,6 @@ class RewardModel:
         """Set output normalisation from ``(M, *O)`` states and ``(M, A...)`` actions."""
         self.net.eval()
         self.net.set_normalization(self._obs_tensor(obs), self._flat_acts(acts, 1))
-        self._numpy_net = None
 
     def reward(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
         """The agent's reward for a batch of steps: ``(M, *O)``, ``(M, A...)`` -> ``(M,)`` float32.
@@ -582,14 +405,9 @@ class RewardModel:
         ensemble is evaluated in NumPy: for a few rows torch's per-op dispatch costs
         several times the arithmetic.
         """
-        if (
-            self._numpy_net is None
-            and self.device.type == "cpu"
-            and self.config.encoder == "flatten"
-        ):
-            self._numpy_net = _NumpyEnsemble(self.net)
-        if self._numpy_net is not None:
-            return self._numpy_net(obs, acts)
+        if self.device.type == "cpu" and self.config.encoder == "flatten":
+            net = self._numpy_net.get(self._net_tensors, lambda: NumpyEnsemble(self.net))
+            return net(obs, acts)
         self.net.eval()
         r = self.net.normalized_reward(self._obs_tensor(obs), self._flat_acts(acts, 1))
         return r.cpu().numpy().astype(np.float32)
@@ -622,123 +440,5 @@ class RewardModel:
         p = self.member_preferences(pairs[np.flatnonzero(decided)]).mean(axis=0)
         return float(((p > 0.5) == (prefs[decided] > 0.5)).mean())
 
-    # -------------------------------------------------------------- checkpoints
-    def save(self, path: str | Path) -> None:
-        """Write the model and its training state to ``path``.
 
-        Saved: weights, normalisation, L2 strengths, holdout flags, config, and the
-        optimiser moments and random generator needed to go on training where it stopped.
-        """
-        path = Path(path)
-        payload = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "config": _config_to_plain(self.config),
-            "obs_shape": list(self.net.obs_shape),
-            "act_dim": self.net.act_dim,
-            "seed": self.seed,
-            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-            "l2": torch.as_tensor(self.l2),
-            "holdout": torch.as_tensor(self.holdout),
-            "optimizer": self.optimizer.state_dict(),
-            "rng_state": json.dumps(self._rng.bit_generator.state),
-            "dropout_rng_state": self.dropout_gen.get_state(),
-            "dropout_rng_device": self.device.type,
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: str | Path, *, device: str | torch.device = "auto") -> RewardModel:
-        """Load a model written by :meth:`save`.
-
-        Raises:
-            CheckpointError: If the file is missing, corrupt, not a prefbench reward model,
-                of an unknown version, or its weights do not fit its recorded shapes.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"no reward-model checkpoint at {path}")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise CheckpointError(
-                f"{path} is not a readable checkpoint ({type(exc).__name__})"
-            ) from exc
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a prefbench reward-model checkpoint")
-        if payload.get("version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path} has format version {payload.get('version')}, expected {FORMAT_VERSION}"
-            )
-        try:
-            config = RewardModelConfig(**_config_from_plain(payload["config"]))
-            model = cls(
-                tuple(payload["obs_shape"]),
-                int(payload["act_dim"]),
-                config,
-                seed=int(payload["seed"]),
-                device=device,
-            )
-            model.net.load_state_dict(payload["state_dict"])
-            model._numpy_net = None
-            model.l2 = payload["l2"].numpy().astype(np.float64)
-            model.holdout = payload["holdout"].numpy().astype(bool)
-            model.optimizer.load_state_dict(payload["optimizer"])
-            model._rng.bit_generator.state = json.loads(payload["rng_state"])
-            # CPU and CUDA generators keep different states: a checkpoint moved across
-            # device kinds starts a fresh dropout stream. Older checkpoints have none.
-            if payload.get("dropout_rng_device") == model.device.type:
-                model.dropout_gen.set_state(payload["dropout_rng_state"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{path} does not hold a consistent reward model: {exc}") from exc
-        return model
-
-
-class _NumpyEnsemble:
-    """A NumPy snapshot of a flatten-encoder ensemble for scoring a few states at a time."""
-
-    def __init__(self, net: RewardEnsemble) -> None:
-        def np_(t: torch.Tensor) -> np.ndarray:
-            return t.detach().cpu().numpy().astype(np.float32)
-
-        self.layers = [(np_(layer.weight), np_(layer.bias)) for layer in net.trunk]
-        self.head = (np_(net.head.weight), np_(net.head.bias))
-        self.mean = np_(net.out_mean)[:, None]
-        self.std = np_(net.out_std)[:, None]
-        self.slope = np.float32(net.config.leaky_relu_slope)
-        self.use_acts = net.act_dim > 0
-        self.scale = np.float32(net.config.output_std)
-
-    def __call__(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
-        m = len(obs)
-        x = obs.reshape(m, -1).astype(np.float32, copy=False)
-        if self.use_acts:
-            x = np.concatenate([x, acts.reshape(m, -1).astype(np.float32, copy=False)], axis=1)
-        h = x[None]  # (1, M, D), broadcast over the K members
-        for w, b in self.layers:
-            h = h @ w + b
-            h = np.maximum(h, self.slope * h)
-        r = (h @ self.head[0] + self.head[1])[..., 0]  # (K, M)
-        return (((r - self.mean) / self.std).mean(axis=0) * self.scale).astype(np.float32)
-
-
-def _config_to_plain(config: RewardModelConfig) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
-
-
-def _config_from_plain(plain: dict[str, Any]) -> dict[str, Any]:
-    tuples = {f for f, v in asdict(RewardModelConfig()).items() if isinstance(v, tuple)}
-    return {k: tuple(v) if k in tuples else v for k, v in plain.items()}
-
-
-__all__ = [
-    "CheckpointError",
-    "FitStats",
-    "RewardEnsemble",
-    "RewardModel",
-    "RewardModelConfig",
-    "bradley_terry_loss",
-    "resolve_device",
-]
+__all__ = ["CheckpointError", "FitStats", "RewardModel", "RewardModelConfig"]

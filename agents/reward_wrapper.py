@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 
 from prefbench.envs.data import Trajectory
 from prefbench.envs.rollout import EpisodeRecorder, make_vec_env
-from prefbench.envs.seeding import stream_seed
+from prefbench.envs.seeding import int31_seed
 from prefbench.envs.tasks import TaskSpec
 
 #: ``(obs (M, *O), acts (M, A...)) -> (M,)`` rewards for a batch of steps.
@@ -133,9 +133,7 @@ def make_training_env(
         subprocess: One process per environment.
         sign_true_reward: See :class:`RewardVecEnv`.
     """
-    venv = make_vec_env(
-        task, n_envs, stream_seed(run_seed, "train_env") % 2**31, subprocess=subprocess
-    )
+    venv = make_vec_env(task, n_envs, int31_seed(run_seed, "train_env"), subprocess=subprocess)
     return RewardVecEnv(
         venv, reward_fn, frame_stack=task.frame_stack, sign_true_reward=sign_true_reward
     )

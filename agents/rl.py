@@ -29,9 +29,10 @@ from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.vec_env import VecEnv
 
 from prefbench.agents.config import ConfigError
+from prefbench.agents.device import resolve_device
 from prefbench.agents.protocol import RunContext
-from prefbench.agents.reward_model import resolve_device
 from prefbench.envs.data import CheckpointError
+from prefbench.envs.files import write_json
 from prefbench.envs.registry import Registry
 from prefbench.envs.tasks import TaskSpec
 
@@ -298,9 +299,7 @@ def restore_learner(learner: OnPolicyAlgorithm, path: Path, step: int) -> None:
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
     """Write an agent's JSON training state atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"format": STATE_FORMAT, **state}))
-    tmp.replace(path)
+    write_json(path, {"format": STATE_FORMAT, **state})
 
 
 def read_state(path: Path) -> dict[str, Any]:

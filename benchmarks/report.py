@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from prefbench.benchmarks.runner import RECORD_COLUMNS, final_rows
+from prefbench.envs.files import atomic_path, write_text
 
 CONFIDENCE = 0.95
 
@@ -225,10 +226,9 @@ def _save(fig: Any, ax: Any, path: Path) -> Path:
     """Add the legend, write the PNG atomically, close the figure."""
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     _pyplot().close(fig)
-    tmp.replace(path)
     return path
 
 
@@ -357,9 +357,7 @@ def write_report(results: Path) -> str:
     suite = json.loads((results / "suite.json").read_text())
     header = f"# {suite['suite']} (suite version {suite['version']})\n\n"
     for name, text in (("report.md", header + markdown), ("report.tex", to_latex(tables))):
-        tmp = results / (name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(results / name)
+        write_text(results / name, text)
     plot_curves(records, results)
     plot_accuracy(records, results)
     plot_labels(records, results)

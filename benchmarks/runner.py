@@ -35,7 +35,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from prefbench.benchmarks.suites import SUITE_FORMAT, Cell, Suite
-from prefbench.benchmarks.train import train, versions, write_csv, write_json
+from prefbench.benchmarks.train import train, versions
+from prefbench.envs.files import write_csv, write_json, write_text
 
 RECORD_COLUMNS = [
     "suite",
@@ -161,9 +162,7 @@ def run_cell(cell: Cell, out: Path, command: str, progress: Any = None, threads:
             train(cell.train_config(cells, threads), command=command, on_progress=on_progress)
         except Exception:  # noqa: BLE001 - any crash is recorded, then reported
             failures.mkdir(exist_ok=True)
-            tmp = failures / f"{cell.key}.txt.tmp"
-            tmp.write_text(traceback.format_exc())
-            tmp.replace(failures / f"{cell.key}.txt")
+            write_text(failures / f"{cell.key}.txt", traceback.format_exc())
             return "failed"
         (failures / f"{cell.key}.txt").unlink(missing_ok=True)
         return "done"
@@ -212,8 +211,9 @@ def _run_local(
                 )
                 if status == "failed" and not (out / "failures" / f"{key}.txt").exists():
                     (out / "failures").mkdir(exist_ok=True)
-                    (out / "failures" / f"{key}.txt").write_text(
-                        f"worker exited with code {proc.exitcode} before finishing\n"
+                    write_text(
+                        out / "failures" / f"{key}.txt",
+                        f"worker exited with code {proc.exitcode} before finishing\n",
                     )
                 on_done(cell, status)
                 bar.update(1)

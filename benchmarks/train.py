@@ -40,11 +40,12 @@ from tqdm import tqdm
 
 from prefbench.agents import AGENTS, Agent, RunContext
 from prefbench.agents.config import to_plain
+from prefbench.agents.device import resolve_device
 from prefbench.agents.protocol import PreferencePredictor, Resumable
-from prefbench.agents.reward_model import resolve_device
 from prefbench.envs.data import CheckpointError
+from prefbench.envs.files import write_csv, write_json, write_text
 from prefbench.envs.rollout import make_vec_env, rollout
-from prefbench.envs.seeding import make_rng, stream_seed
+from prefbench.envs.seeding import int31_seed, make_rng, stream_seed
 from prefbench.envs.segments import sample_clip_pairs
 from prefbench.envs.tasks import get_task
 from prefbench.envs.teachers import BPREF_TEACHERS, BPrefTeacher, make_teacher
@@ -149,20 +150,6 @@ def _git_commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]] | pd.DataFrame) -> None:
-    """Write rows (or a frame, whose columns are kept even when empty) as CSV atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    tmp.replace(path)
-
-
 def safe_name(name: str) -> str:
     """An id or import path made safe as a folder name (``pkg.mod:Name`` -> ``pkg.mod.Name``)."""
     return name.replace(":", ".").replace("/", "_").replace("\\", "_")
@@ -259,9 +246,7 @@ class RunReporter:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         self.agent.save_state(target)
-        tmp = root / "latest.tmp"
-        tmp.write_text(name)
-        tmp.replace(root / "latest")
+        write_text(root / "latest", name)
         for old in root.iterdir():
             if old.is_dir() and old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
@@ -313,7 +298,7 @@ class RunReporter:
 
     def _evaluate(self, step: int) -> None:
         t0 = time.perf_counter()
-        seed = stream_seed(self.cfg.seed, f"eval{self._eval_round}") % 2**31
+        seed = int31_seed(self.cfg.seed, f"eval{self._eval_round}")
         self._eval_round += 1
         if self._eval_env is None:
             self._eval_env = make_vec_env(self.task, self.cfg.eval_episodes, seed)

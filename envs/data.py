@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from prefbench.envs.files import atomic_path
+
 DATASET_FORMAT = "prefbench.preference_dataset.v1"
 
 
@@ -283,20 +285,19 @@ class PreferenceDataset:
 def save_dataset(dataset: PreferenceDataset, path: str | Path) -> None:
     """Write labelled pairs to ``path`` (``.npz``, no pickles), atomically."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
     pairs = dataset.pairs
     obs = {"obs": pairs.obs}
     if pairs.frames is not None:
         obs = {"frames": pairs.frames, "frame_stack": np.array(pairs.frame_stack)}
-    np.savez(
-        tmp,
-        format=np.array(DATASET_FORMAT),
-        acts=pairs.acts,
-        true_rewards=pairs.true_rewards,
-        prefs=dataset.prefs,
-        **obs,
-    )
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(
+            tmp,
+            format=np.array(DATASET_FORMAT),
+            acts=pairs.acts,
+            true_rewards=pairs.true_rewards,
+            prefs=dataset.prefs,
+            **obs,
+        )
 
 
 def load_dataset(path: str | Path) -> PreferenceDataset:

@@ -14,6 +14,11 @@ def stream_seed(seed: int, stream: str) -> int:
     return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+def int31_seed(seed: int, stream: str) -> int:
+    """:func:`stream_seed` below ``2**31``, for libraries that take 32-bit seeds (SB3, gym)."""
+    return stream_seed(seed, stream) % 2**31
+
+
 def make_rng(seed: int, stream: str) -> np.random.Generator:
     """A NumPy generator for one consumer ("teacher", "queries", ...) of a run.
 

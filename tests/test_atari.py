@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from prefbench.agents.encoders import EnsembleConvEncoder, SeededDropout
+from prefbench.agents.reward_checkpoint import load_reward_model, save_reward_model
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig
 from prefbench.envs.atari import ATARI_TASKS, SCORE_MASKS, ScoreMask, ScoreMaskWrapper
 from prefbench.envs.data import ClipPairs, PreferenceDataset, load_dataset
@@ -135,15 +136,15 @@ def test_folded_weights_are_cached_and_follow_every_change():
 
     def fresh() -> torch.Tensor:
         ref = copy.deepcopy(enc)
-        ref._folded = None
+        ref._folded.clear()
         with torch.no_grad():
             return ref(obs)
 
     with torch.no_grad():
         first = enc(obs)
-        cached = enc._folded
-        assert cached is not None
-        assert torch.equal(enc(obs), first) and enc._folded is cached  # reused, not rebuilt
+        cached = enc._folded_params()
+        assert torch.equal(enc(obs), first)
+        assert all(a is b for a, b in zip(enc._folded_params(), cached, strict=True))  # reused
     # An optimiser step and a training pass (new running statistics).
     optimizer = torch.optim.SGD(enc.parameters(), lr=0.1)
     enc.train()
@@ -205,8 +206,8 @@ def test_conv_reward_model_fits_and_round_trips(tmp_path):
     model.update_normalization(states, np.zeros((len(states), 1), np.float32))
     r = model.reward(states, np.zeros((len(states), 1), np.float32))
     assert r.shape == (len(states),) and abs(float(r.mean())) < 0.05
-    model.save(tmp_path / "rm.pt")
-    loaded = RewardModel.load(tmp_path / "rm.pt", device="cpu")
+    save_reward_model(model, tmp_path / "rm.pt")
+    loaded = load_reward_model(tmp_path / "rm.pt", device="cpu")
     np.testing.assert_allclose(
         loaded.reward(states, np.zeros((len(states), 1), np.float32)), r, rtol=1e-5, atol=1e-6
     )
@@ -330,5 +331,5 @@ def test_tiny_preference_run_on_pong(tmp_path):
     assert 0 <= summary["final_rm_accuracy"] <= 1
     labels = load_dataset(run_dir / "checkpoints" / "labels.npz")
     assert labels.pairs.frame_stack == 4 and labels.pairs.frames.shape[2:] == (28, 84, 84)
-    model = RewardModel.load(run_dir / "checkpoints" / "reward_model.pt", device="cpu")
+    model = load_reward_model(run_dir / "checkpoints" / "reward_model.pt", device="cpu")
     assert model.config.encoder == "cnn"

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from tiny import tiny_config
 
-from prefbench.agents.reward_model import RewardModel, resolve_device
+from prefbench.agents.device import resolve_device
+from prefbench.agents.reward_checkpoint import load_reward_model
 from prefbench.benchmarks.train import TrainConfig, run_name, train
 from prefbench.envs.data import load_dataset
 
@@ -40,7 +41,7 @@ def test_run_folder_contents(pref_run):
     assert run_dir.name == "pendulum-pref-ppo-oracle-40-s0"
     for name in ("config.json", "metrics.csv", "summary.json", "log.txt"):
         assert (run_dir / name).is_file(), name
-    assert not list(run_dir.glob("*.tmp"))
+    assert not list(run_dir.glob("*.tmp*"))
 
     config = json.loads((run_dir / "config.json").read_text())
     assert config["run"]["task"] == "pendulum" and config["run"]["labels"] == 40
@@ -83,7 +84,7 @@ def test_checkpoints_load(pref_run):
     _, _, run_dir = pref_run
     ckpt = run_dir / "checkpoints"
     assert (ckpt / "policy.zip").is_file()
-    model = RewardModel.load(ckpt / "reward_model.pt", device="cpu")
+    model = load_reward_model(ckpt / "reward_model.pt", device="cpu")
     data = load_dataset(ckpt / "labels.npz")
     assert 0 < len(data) <= 40
     assert data.pairs.clip_length == 30

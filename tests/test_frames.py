@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from prefbench.agents.encoders import SeededDropout
+from prefbench.agents.reward_checkpoint import load_reward_model, save_reward_model
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig
 from prefbench.agents.reward_wrapper import RewardVecEnv
 from prefbench.envs.data import (
@@ -206,13 +207,13 @@ def test_conv_reward_model_training_is_reproducible_and_resumable(tmp_path):
 
     def fit_twice(model):
         model.fit(data, epochs=1)
-        model.save(tmp_path / "m.pt")
+        save_reward_model(model, tmp_path / "m.pt")
         return model.fit(data, epochs=1).train_loss, model
 
     loss_a, _ = fit_twice(conv_model())
     loss_b, _ = fit_twice(conv_model())
     np.testing.assert_array_equal(loss_a, loss_b)  # dropout masks come from the model's seed
-    resumed = RewardModel.load(tmp_path / "m.pt", device="cpu")
+    resumed = load_reward_model(tmp_path / "m.pt", device="cpu")
     np.testing.assert_array_equal(resumed.fit(data, epochs=1).train_loss, loss_a)
 
 

@@ -7,13 +7,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from prefbench.agents.reward_model import (
-    FitStats,
-    RewardModel,
-    RewardModelConfig,
-    bradley_terry_loss,
-    resolve_device,
-)
+from prefbench.agents.device import resolve_device
+from prefbench.agents.losses import bradley_terry_loss
+from prefbench.agents.reward_checkpoint import load_reward_model, save_reward_model
+from prefbench.agents.reward_model import FitStats, RewardModel, RewardModelConfig
 from prefbench.envs.data import CheckpointError, ClipPairs, PreferenceDataset
 from prefbench.envs.teachers import BPREF_TEACHERS, BPrefTeacher
 
@@ -290,8 +287,8 @@ def trained_model():
 def test_save_load_round_trip(tmp_path):
     model, pairs = trained_model()
     path = tmp_path / "rm.pt"
-    model.save(path)
-    loaded = RewardModel.load(path, device="cpu")
+    save_reward_model(model, path)
+    loaded = load_reward_model(path, device="cpu")
     obs, acts = pairs.obs.reshape(-1, 4)[:100], pairs.acts.reshape(-1, 1)[:100]
     np.testing.assert_array_equal(loaded.reward(obs, acts), model.reward(obs, acts))
     np.testing.assert_array_equal(loaded.l2, model.l2)
@@ -299,14 +296,14 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.holdout.shape == (120, 2)
     assert loaded.config == model.config
     np.testing.assert_allclose(loaded.member_preferences(pairs), model.member_preferences(pairs))
-    assert not (tmp_path / "rm.pt.tmp").exists()
+    assert not (tmp_path / "rm.tmp.pt").exists()
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_load_rejects_bad_files(tmp_path):
     model, _ = trained_model()
     good = tmp_path / "good.pt"
-    model.save(good)
+    save_reward_model(model, good)
 
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"this is not a checkpoint at all" * 10)
@@ -336,19 +333,19 @@ def test_load_rejects_bad_files(tmp_path):
         tmp_path,
     ):
         with pytest.raises(CheckpointError):
-            RewardModel.load(path, device="cpu")
+            load_reward_model(path, device="cpu")
 
 
 def test_load_rejects_inconsistent_weights(tmp_path):
     model, _ = trained_model()
     good = tmp_path / "good.pt"
-    model.save(good)
+    save_reward_model(model, good)
     payload = torch.load(good, weights_only=True)
     payload["obs_shape"] = [7]
     bad = tmp_path / "bad.pt"
     torch.save(payload, bad)
     with pytest.raises(CheckpointError):
-        RewardModel.load(bad, device="cpu")
+        load_reward_model(bad, device="cpu")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,104 @@
+"""The reward model's checkpoint file: weights and everything needed to go on training.
+
+One ``torch.save`` payload, tagged with :data:`FORMAT` and :data:`FORMAT_VERSION`, loaded
+with ``weights_only=True`` (no pickled code). A file of another kind, another version, or
+with weights that do not fit its recorded shapes is refused with a
+:class:`~prefbench.envs.data.CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prefbench.agents.reward_model import RewardModel, RewardModelConfig
+from prefbench.envs.data import CheckpointError
+from prefbench.envs.files import atomic_path
+
+FORMAT = "prefbench.reward_model"
+FORMAT_VERSION = 1
+
+
+def save_reward_model(model: RewardModel, path: str | Path) -> None:
+    """Write the model and its training state to ``path``.
+
+    Saved: weights, normalisation, L2 strengths, holdout flags, config, and the
+    optimiser moments and random generator needed to go on training where it stopped.
+    """
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "config": _config_to_plain(model.config),
+        "obs_shape": list(model.net.obs_shape),
+        "act_dim": model.net.act_dim,
+        "seed": model.seed,
+        "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
+        "l2": torch.as_tensor(model.l2),
+        "holdout": torch.as_tensor(model.holdout),
+        "optimizer": model.optimizer.state_dict(),
+        "rng_state": json.dumps(model._rng.bit_generator.state),
+        "dropout_rng_state": model.dropout_gen.get_state(),
+        "dropout_rng_device": model.device.type,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_reward_model(path: str | Path, *, device: str | torch.device = "auto") -> RewardModel:
+    """Load a model written by :func:`save_reward_model`.
+
+    Raises:
+        CheckpointError: If the file is missing, corrupt, not a prefbench reward model,
+            of an unknown version, or its weights do not fit its recorded shapes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no reward-model checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(exc).__name__})"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a prefbench reward-model checkpoint")
+    if payload.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {payload.get('version')}, expected {FORMAT_VERSION}"
+        )
+    try:
+        config = RewardModelConfig(**_config_from_plain(payload["config"]))
+        model = RewardModel(
+            tuple(payload["obs_shape"]),
+            int(payload["act_dim"]),
+            config,
+            seed=int(payload["seed"]),
+            device=device,
+        )
+        model.net.load_state_dict(payload["state_dict"])
+        model.l2 = payload["l2"].numpy().astype(np.float64)
+        model.holdout = payload["holdout"].numpy().astype(bool)
+        model.optimizer.load_state_dict(payload["optimizer"])
+        model._rng.bit_generator.state = json.loads(payload["rng_state"])
+        # CPU and CUDA generators keep different states: a checkpoint moved across
+        # device kinds starts a fresh dropout stream. Older checkpoints have none.
+        if payload.get("dropout_rng_device") == model.device.type:
+            model.dropout_gen.set_state(payload["dropout_rng_state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} does not hold a consistent reward model: {exc}") from exc
+    return model
+
+
+def _config_to_plain(config: RewardModelConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def _config_from_plain(plain: dict[str, Any]) -> dict[str, Any]:
+    tuples = {f for f, v in asdict(RewardModelConfig()).items() if isinstance(v, tuple)}
+    return {k: tuple(v) if k in tuples else v for k, v in plain.items()}

@@ -1,0 +1,180 @@
+"""The reward ensemble's networks and the labelled pairs they train on, on the device.
+
+Shapes: ``K`` members, ``M`` states, ``P`` clips, ``H`` steps per clip, ``O...`` the
+observation shape, ``A`` the flattened action length. Every member sees its own batch
+(``obs[k]``), so bootstrap resamples train all members in one pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from prefbench.agents.encoders import ENCODERS, EnsembleLinear
+
+if TYPE_CHECKING:
+    from prefbench.agents.reward_model import RewardModelConfig
+
+
+class RewardEnsemble(nn.Module):
+    """``K`` reward networks evaluated together.
+
+    Args:
+        obs_shape: Shape of one observation.
+        act_dim: Length of the (flattened or one-hot) action vector; 0 to ignore actions.
+        config: Hyperparameters.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], act_dim: int, config: RewardModelConfig) -> None:
+        super().__init__()
+        k = config.ensemble_size
+        self.config = config
+        self.obs_shape = tuple(obs_shape)
+        self.act_dim = act_dim if config.use_actions else 0
+        self.encoder = ENCODERS.get(config.encoder)(k, self.obs_shape)
+        width = self.encoder.out_dim + self.act_dim
+        layers = []
+        for h in config.hidden_sizes:
+            layers.append(EnsembleLinear(k, width, h))
+            width = h
+        self.trunk = nn.ModuleList(layers)
+        self.head = EnsembleLinear(k, width, 1)
+        # Per-member affine normalisation of the raw output, set by `set_normalization`.
+        self.register_buffer("out_mean", torch.zeros(k))
+        self.register_buffer("out_std", torch.ones(k))
+
+    @property
+    def n_members(self) -> int:
+        """``K``."""
+        return self.config.ensemble_size
+
+    def features(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+        """Last hidden layer: ``(K, M, *O)``, ``(K, M, A)`` -> ``(K, M, hidden)``."""
+        x = self.encoder(obs)
+        if self.act_dim:
+            x = torch.cat([x, acts.reshape(*acts.shape[:2], self.act_dim).float()], dim=-1)
+        slope = self.config.leaky_relu_slope
+        for layer in self.trunk:
+            x = F.leaky_relu(layer(x), slope)
+        return x
+
+    def step_rewards(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+        """Raw per-step rewards: ``(K, M, *O)``, ``(K, M, A)`` -> ``(K, M)``."""
+        return self.head(self.features(obs, acts)).squeeze(-1)
+
+    def clip_returns(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+        """Raw clip returns: ``(K, P, H, *O)``, ``(K, P, H, A)`` -> ``(K, P)``.
+
+        The head is affine, so summing the last hidden layer over the clip before the head
+        gives the summed per-step rewards at a fraction of the cost.
+        """
+        k, p, h = obs.shape[:3]
+        flat_obs = obs.reshape(k, p * h, *obs.shape[3:])
+        flat_acts = acts.reshape(k, p * h, -1) if self.act_dim else None
+        feats = self.features(flat_obs, flat_acts)
+        summed = feats.reshape(k, p, h, -1).sum(dim=2)
+        return torch.baddbmm(self.head.bias * h, summed, self.head.weight).squeeze(-1)
+
+    @torch.no_grad()
+    def set_normalization(self, obs: torch.Tensor, acts: torch.Tensor | None) -> None:
+        """Fit each member's output normalisation on ``(M, *O)`` states (and actions).
+
+        States go through the network about 5e7 input values at a time (conv activations
+        are large; a MuJoCo batch is one chunk).
+        """
+        k = self.n_members
+        chunk = max(1, int(5e7 // max(1, math.prod(obs.shape[1:]))))
+        parts = []
+        for s in range(0, obs.shape[0], chunk):
+            o = obs[s : s + chunk]
+            a = acts[s : s + chunk] if self.act_dim else None
+            parts.append(
+                self.step_rewards(
+                    o.unsqueeze(0).expand(k, *o.shape),
+                    a.unsqueeze(0).expand(k, *a.shape) if a is not None else None,
+                )
+            )
+        r = torch.cat(parts, dim=1)
+        self.out_mean.copy_(r.mean(dim=1))
+        self.out_std.copy_(r.std(dim=1).clamp_min(1e-6) if r.shape[1] > 1 else torch.ones(k))
+
+    @torch.no_grad()
+    def normalized_reward(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+        """The agent's reward for ``(M, *O)`` states: mean over members of normalised outputs."""
+        k = self.n_members
+        r = self.step_rewards(
+            obs.unsqueeze(0).expand(k, *obs.shape),
+            acts.unsqueeze(0).expand(k, *acts.shape) if self.act_dim else None,
+        )
+        r = (r - self.out_mean[:, None]) / self.out_std[:, None]
+        return r.mean(dim=0) * self.config.output_std
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """Labelled pairs on the device.
+
+    Attributes:
+        obs: ``(N, 2, H, *O)`` observations, or with ``frame_stack = k > 0`` the compact
+            ``(N, 2, H + k - 1, F...)`` frames that the ``(H, k, F...)`` stacks are cut from.
+        acts: ``(N, 2, H, A)`` flattened actions.
+        prefs: ``(N,)`` probability that the first clip is preferred.
+        frame_stack: ``k``, or 0 when ``obs`` holds whole observations.
+    """
+
+    obs: torch.Tensor
+    acts: torch.Tensor
+    prefs: torch.Tensor
+    frame_stack: int = 0
+
+    def clips(self, idx: torch.Tensor) -> torch.Tensor:
+        """``(*idx.shape, 2, H, *O)`` observations of the pairs ``idx`` (stacks built here)."""
+        obs = self.obs[idx]
+        if not self.frame_stack:
+            return obs
+        axis = idx.dim() + 1  # the frame axis, after the pair and clip axes
+        # unfold puts the window last: (..., H, F..., k) -> (..., H, k, F...).
+        return obs.unfold(axis, self.frame_stack, 1).movedim(-1, axis + 1)
+
+    @property
+    def clip_shape(self) -> tuple[int, ...]:
+        """``(H, *O)``, one clip's observations."""
+        if not self.frame_stack:
+            return tuple(self.obs.shape[2:])
+        k = self.frame_stack
+        return (self.obs.shape[2] - k + 1, k, *self.obs.shape[3:])
+
+
+class NumpyEnsemble:
+    """A NumPy snapshot of a flatten-encoder ensemble for scoring a few states at a time."""
+
+    def __init__(self, net: RewardEnsemble) -> None:
+        def np_(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().numpy().astype(np.float32)
+
+        self.layers = [(np_(layer.weight), np_(layer.bias)) for layer in net.trunk]
+        self.head = (np_(net.head.weight), np_(net.head.bias))
+        self.mean = np_(net.out_mean)[:, None]
+        self.std = np_(net.out_std)[:, None]
+        self.slope = np.float32(net.config.leaky_relu_slope)
+        self.use_acts = net.act_dim > 0
+        self.scale = np.float32(net.config.output_std)
+
+    def __call__(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
+        """:meth:`RewardEnsemble.normalized_reward` of ``(M, *O)``, ``(M, A...)`` -> ``(M,)``."""
+        m = len(obs)
+        x = obs.reshape(m, -1).astype(np.float32, copy=False)
+        if self.use_acts:
+            x = np.concatenate([x, acts.reshape(m, -1).astype(np.float32, copy=False)], axis=1)
+        h = x[None]  # (1, M, D), broadcast over the K members
+        for w, b in self.layers:
+            h = h @ w + b
+            h = np.maximum(h, self.slope * h)
+        r = (h @ self.head[0] + self.head[1])[..., 0]  # (K, M)
+        return (((r - self.mean) / self.std).mean(axis=0) * self.scale).astype(np.float32)

@@ -1,0 +1,55 @@
+"""Atomic file writing: every file this package writes goes through :func:`atomic_path`.
+
+A file is written under a temporary name beside its target and renamed into place, so a
+killed process never leaves a half-written file that reads as data: readers see the old
+file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def temporary_path(path: Path) -> Path:
+    """The temporary name :func:`atomic_path` writes ``path`` under (same suffix)."""
+    # Keep the suffix: np.savez appends .npz and savefig picks the format from it.
+    return path.with_name(f"{path.stem}.tmp{path.suffix}")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented, key-sorted JSON atomically (non-JSON values as strings)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]] | pd.DataFrame) -> None:
+    """Write rows (or a frame, whose columns are kept even when empty) as CSV atomically."""
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
