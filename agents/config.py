@@ -66,8 +66,8 @@ def _parse(value: str, tp: Any, key: str) -> Any:
             out = float(value)
         except ValueError as exc:
             raise ConfigError(f"{key}: expected a number, got {value!r}") from exc
-        if math.isnan(out):
-            raise ConfigError(f"{key}: NaN is not a valid value")
+        if not math.isfinite(out):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return out
     if tp is str or tp is Any:
         return value

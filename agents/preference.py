@@ -4,45 +4,32 @@ The loop, assembled from injected parts (each has a default):
 
 * trajectory source: the agent's own rollouts, recorded by :class:`RewardVecEnv`, plus
   random-policy episodes for the first labels;
-* query selector: ``disagreement`` over 10x oversampled candidates (or ``uniform``);
+* query selector: ``disagreement`` over 10x oversampled candidates (or ``uniform``), built
+  from the selector registry;
 * teacher: any :class:`~prefbench.envs.teachers.Teacher`;
 * reward trainer: :class:`~prefbench.agents.reward_model.RewardModel`;
+* schedule: :class:`~prefbench.agents.schedule.PreferenceSchedule` (labels and refits);
 * RL learner: any on-policy SB3 algorithm, trained on the learned reward only.
 
-Label schedule (MuJoCo, paper appendix A.1): 25% of the budget is labelled on clips from a
-random policy before RL starts; the rest arrives at a rate proportional to
-``2e6 / (T + 2e6)`` over ``T`` environment steps, i.e. the cumulative count follows
-``log(1 + T / 2e6)`` scaled to use the whole budget by the last step. Atari (the
-``*-atari`` agents): 500 labels and 200 epochs of pre-training, then a rate proportional to
-``5e6 / (T + 5e6)``, training on the newest 3,000 labels.
+:meth:`PreferenceAgent.learn` reads as the algorithm; its docstring states it.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from prefbench.agents.protocol import AgentSpec, Reporter, RunContext, register_agent
-from prefbench.agents.query import SELECTORS, DisagreementSelector, QuerySelector
-from prefbench.agents.reward_checkpoint import load_reward_model, save_reward_model
+from prefbench.agents.protocol import AgentSpec, Reporter, RunContext
+from prefbench.agents.query import SELECTORS, QuerySelector, SelectorOptions, make_selector
+from prefbench.agents.reward_checkpoint import restore_reward_model, save_reward_model
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig, action_dim
-from prefbench.agents.reward_wrapper import make_training_env
-from prefbench.agents.rl import (
-    ATARI_RL,
-    LearnerPolicy,
-    RLConfig,
-    RolloutEndCallback,
-    build_learner,
-    learn_until,
-    read_state,
-    restore_learner,
-    write_state,
-)
+from prefbench.agents.rl import ATARI_RL, RLConfig
+from prefbench.agents.sb3_agent import SB3Agent
+from prefbench.agents.schedule import PreferenceSchedule
 from prefbench.envs.data import (
-    CheckpointError,
     PreferenceDataset,
     Trajectory,
     load_dataset,
@@ -52,28 +39,6 @@ from prefbench.envs.rollout import collect_random
 from prefbench.envs.seeding import int31_seed, make_rng, stream_seed
 from prefbench.envs.segments import TrajectoryStore, locate_steps
 from prefbench.envs.teachers import CalibratedTeacher, ReturnScale, Teacher
-
-
-def label_schedule(
-    step: int, total_steps: int, budget: int, initial: int, decay_steps: float
-) -> int:
-    """Labels that should have been asked for by ``step`` (the paper's schedule).
-
-    Args:
-        step: Environment steps so far (0 before RL starts).
-        total_steps: Steps in the whole run.
-        budget: Total labels.
-        initial: Labels asked before RL starts (random-policy clips), at most ``budget``.
-        decay_steps: ``c`` in the rate ``c / (T + c)``.
-
-    Returns:
-        A count in ``[min(initial, budget), budget]``, non-decreasing in ``step``.
-    """
-    initial = min(max(initial, 0), budget)
-    if total_steps <= 0 or step >= total_steps:
-        return budget
-    frac = math.log1p(max(step, 0) / decay_steps) / math.log1p(total_steps / decay_steps)
-    return min(budget, initial + math.floor((budget - initial) * frac))
 
 
 @dataclass(frozen=True)
@@ -128,7 +93,7 @@ class PreferenceLoopConfig:
                 "loop.oversample and loop.norm_samples >= 1; random_steps, recent_labels, "
                 "initial_labels >= 0"
             )
-        SELECTORS.get(self.query)
+        SELECTORS.get(self.query)  # fail early on an unknown selector
 
 
 @dataclass(frozen=True)
@@ -140,12 +105,7 @@ class PreferenceAgentConfig:
     loop: PreferenceLoopConfig = field(default_factory=PreferenceLoopConfig)
 
 
-def _make_selector(config: PreferenceLoopConfig) -> QuerySelector:
-    cls = SELECTORS.get(config.query)
-    return cls(config.oversample) if cls is DisagreementSelector else cls()
-
-
-class PreferenceAgent(LearnerPolicy):
+class PreferenceAgent(SB3Agent):
     """An RL agent that learns only from a reward model fit to teacher preferences.
 
     Args:
@@ -172,13 +132,12 @@ class PreferenceAgent(LearnerPolicy):
             raise ValueError(
                 f"a preference agent needs a label budget >= 1, got {ctx.label_budget}"
             )
-        self.ctx = ctx
         self.config = config or PreferenceAgentConfig()
+        loop = self.config.loop
         self.teacher = teacher
-        self.selector = selector or _make_selector(self.config.loop)
-        task = ctx.task
-        self.clip_length = task.clip_length
-        obs_space, act_space = task.spaces()
+        self.selector = selector or make_selector(loop.query, SelectorOptions(loop.oversample))
+        self.clip_length = ctx.task.clip_length
+        obs_space, act_space = ctx.task.spaces()
         self.reward_model = RewardModel(
             obs_space.shape,
             action_dim(act_space),
@@ -186,39 +145,100 @@ class PreferenceAgent(LearnerPolicy):
             seed=stream_seed(ctx.seed, "reward_model"),
             device=ctx.device,
         )
-        rl = self.config.rl
-        self.venv = make_training_env(
-            task, rl.n_envs, ctx.seed, self.reward_model.reward, subprocess=rl.subprocess
-        )
-        self.learner = build_learner(
-            self.config.rl,
-            task,
-            self.venv,
-            seed=int31_seed(ctx.seed, "learner"),
-            device=ctx.device,
-            log_dir=ctx.run_dir / "rl_log",
+        # The environments score steps with this model; a resume restores it in place.
+        super().__init__(ctx, self.config.rl, self.reward_model.reward)
+        self.schedule = PreferenceSchedule.build(
+            ctx.budget.amount,
+            ctx.label_budget,
+            initial_labels=loop.initial_labels,
+            initial_fraction=loop.initial_label_fraction,
+            decay_steps=loop.label_decay_steps,
+            update_every=loop.update_every,
         )
         self.query_rng = make_rng(ctx.seed, "queries")
-        self.store = TrajectoryStore(self.config.loop.pool_steps)
+        self.store = TrajectoryStore(loop.pool_steps)
         self.dataset: PreferenceDataset | None = None
-        self.labels_asked = 0
-        self._update_every = min(self.config.loop.update_every, max(1, ctx.total_steps // 20))
-        self._next_update = self._update_every
+        self.labels_used = 0
+        self.last_fit = 0
         self._fit_metrics: dict[str, float] = {}
-        self._train_returns: list[float] = []
-        self._resumed = False
+        self._started = False  # the random-policy phase is done (also after a resume)
 
-    # ------------------------------------------------------------------ labels
-    def _query(self, trajectories: list[Trajectory], n: int, use_model: bool) -> None:
-        """Ask the teacher about ``n`` pairs from ``trajectories`` and add the answers."""
+    # ----------------------------------------------------------------- the loop
+    def learn(self, reporter: Reporter) -> None:
+        """Learn a policy from the teacher's preferences alone.
+
+        Algorithm (Christiano et al. 2017, section 2.2):
+
+        0. Start: run a random policy; *query* ``initial`` pairs of its clips; the
+           teacher *labels* them; *fit* the reward model (``loop.initial_epochs``);
+           *renormalise* its output on those states; *report*.
+        1. After every rollout of the RL learner, before its update:
+
+           a. *collect* the episodes the rollout finished into the pool of recent ones;
+           b. when a refit is due (``schedule.fit_due``): *query* pairs from the pool
+              (the selector ranks candidates by ensemble disagreement) up to
+              ``schedule.labels_wanted(step)``, the teacher *labels* them, *fit* the
+              reward model on all labels (or the newest), *renormalise* its output on
+              pool states;
+           c. *report* progress (the runner evaluates when due).
+
+        The learner trains on the reward model's output only; after :meth:`load_state`
+        training goes on from the restored step.
+        """
+        if not self._started:
+            self._start(reporter)
+        self.train_learner(lambda step: self._iteration(step, reporter))
+
+    def _start(self, reporter: Reporter) -> None:
+        """Step 0: labels on random-policy clips, a first fit, the first report."""
+        loop, task = self.config.loop, self.ctx.task
+        random_steps = loop.random_steps or max(4 * task.horizon, 8000)
+        clips_from = collect_random(task, random_steps, int31_seed(self.ctx.seed, "random"))
+        wanted = self.schedule.labels_wanted(0)
+        if wanted > 0:
+            self._query_and_label(clips_from, wanted, use_model=False)
+            self._fit(loop.initial_epochs)
+        self._renormalize(clips_from)
+        self._started = True
+        self.ctx.logger.info(
+            "initial labels: %d, reward model %s", self.labels_used, self._fit_metrics
+        )
+        reporter.report(
+            0,
+            labels_used=self.labels_used,
+            reward_model=self.reward_model,
+            metrics=self._fit_metrics,
+        )
+
+    def _iteration(self, step: int, reporter: Reporter) -> None:
+        """Step 1 of :meth:`learn`, after the rollout that ended at ``step``."""
+        finished, metrics = self.collect()
+        self.store.add(finished)
+        if self.schedule.fit_due(step, self.last_fit) and len(self.store):
+            self.last_fit = step
+            pool = self.store.recent()
+            wanted = self.schedule.labels_wanted(step) - self.labels_used
+            if wanted > 0:
+                self._query_and_label(pool, wanted, use_model=True)
+            self._fit()
+            self._renormalize(pool)
+        reporter.report(
+            step,
+            labels_used=self.labels_used,
+            reward_model=self.reward_model,
+            metrics={**self._fit_metrics, **metrics},
+        )
+
+    # ---------------------------------------------------------------- the parts
+    def _query_and_label(self, trajectories: list[Trajectory], n: int, use_model: bool) -> None:
+        """Select ``n`` pairs from ``trajectories``, ask the teacher, keep the answers."""
         if isinstance(self.teacher, CalibratedTeacher):
             self.teacher.calibrate(ReturnScale.from_trajectories(trajectories, self.clip_length))
         model = self.reward_model if use_model else None
         pairs = self.selector.select(trajectories, n, self.clip_length, self.query_rng, model)
-        labels = self.teacher.label(pairs)
-        new = PreferenceDataset.from_labels(pairs, labels)
+        new = PreferenceDataset.from_labels(pairs, self.teacher.label(pairs))
         self.dataset = new if self.dataset is None else self.dataset.extend(new)
-        self.labels_asked += n
+        self.labels_used += n
 
     def _fit(self, epochs: int | None = None) -> None:
         if self.dataset is None or len(self.dataset) == 0:
@@ -241,113 +261,39 @@ class PreferenceAgent(LearnerPolicy):
         acts = np.stack([t.acts[i] for t, i in steps])
         self.reward_model.update_normalization(obs, acts)
 
-    def _target(self, step: int) -> int:
-        loop, budget = self.config.loop, self.ctx.label_budget
-        initial = loop.initial_labels or round(budget * loop.initial_label_fraction)
-        # Aim to have the whole budget by the last update before the end, where the
-        # labels can still shape the policy.
-        return label_schedule(
-            step,
-            max(1, self.ctx.total_steps - self._update_every),
-            budget,
-            initial,
-            loop.label_decay_steps,
-        )
-
-    # ---------------------------------------------------------------- training
-    def learn(self, reporter: Reporter) -> None:
-        """Initial labels from a random policy, then RL on the learned reward.
-
-        After :meth:`load_state`, training goes on from the restored step instead.
-        """
-        callback = RolloutEndCallback(lambda s: self._after_rollout(s, reporter))
-        if self._resumed:
-            learn_until(self.learner, self.ctx.total_steps, callback)
-            return
-        loop, task = self.config.loop, self.ctx.task
-        random_steps = loop.random_steps or max(4 * task.horizon, 8000)
-        random_trajs = collect_random(task, random_steps, int31_seed(self.ctx.seed, "random"))
-        n0 = self._target(0)
-        if n0 > 0:
-            self._query(random_trajs, n0, use_model=False)
-            self._fit(loop.initial_epochs)
-        self._renormalize(random_trajs)
-        self.ctx.logger.info(
-            "initial labels: %d, reward model %s", self.labels_asked, self._fit_metrics
-        )
-        reporter.report(
-            0, labels=self.labels_asked, reward_model=self.reward_model, metrics=self._fit_metrics
-        )
-        learn_until(self.learner, self.ctx.total_steps, callback)
-
-    def _after_rollout(self, step: int, reporter: Reporter) -> None:
-        finished = self.venv.pop_finished()
-        self.store.add(finished)
-        self._train_returns.extend(t.true_return for t in finished)
-        if step >= self._next_update and len(self.store):
-            self._next_update = step + self._update_every
-            pool = self.store.recent()
-            want = self._target(step) - self.labels_asked
-            if want > 0:
-                self._query(pool, want, use_model=True)
-            self._fit()
-            self._renormalize(pool)
-        metrics = dict(self._fit_metrics)
-        if self._train_returns:
-            metrics["train_true_return"] = float(np.mean(self._train_returns))
-            self._train_returns = []
-        reporter.report(
-            step, labels=self.labels_asked, reward_model=self.reward_model, metrics=metrics
-        )
-
-    def save_state(self, directory: Path) -> None:
-        """Write the policy, reward model, labels and loop state to continue training."""
-        self.save(directory)
-        state = {
-            "step": int(self.learner.num_timesteps),
-            "labels_asked": self.labels_asked,
-            "next_update": self._next_update,
+    # ------------------------------------------------------------- checkpoints
+    def loop_state(self) -> dict[str, Any]:
+        """Label count, last refit, fit metrics and the random generators."""
+        rng = getattr(self.teacher, "rng", None)
+        return {
+            "labels_used": self.labels_used,
+            "last_fit": self.last_fit,
             "fit_metrics": self._fit_metrics,
             "query_rng": self.query_rng.bit_generator.state,
-            "teacher_rng": _rng_state(self.teacher),
+            "teacher_rng": rng.bit_generator.state
+            if isinstance(rng, np.random.Generator)
+            else None,
         }
-        write_state(directory / "state.json", state)
 
-    def load_state(self, directory: Path) -> int:
-        """Restore what :meth:`save_state` wrote; returns the steps already taken."""
-        state = read_state(directory / "state.json")
-        try:
-            step = int(state["step"])
-            self.labels_asked = int(state["labels_asked"])
-            self._next_update = int(state["next_update"])
-            self._fit_metrics = {k: float(v) for k, v in state["fit_metrics"].items()}
-            self.query_rng.bit_generator.state = state["query_rng"]
-            if state["teacher_rng"] is not None:
-                self.teacher.rng.bit_generator.state = state["teacher_rng"]  # type: ignore[attr-defined]
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"{directory} holds an inconsistent agent state: {exc}") from exc
-        model = load_reward_model(directory / "reward_model.pt", device=self.reward_model.device)
-        if model.config != self.reward_model.config:
-            raise CheckpointError(f"{directory} holds a reward model of another config")
-        self.reward_model = model
-        self.venv.reward_fn = model.reward
+    def restore_loop_state(self, state: dict[str, Any], directory: Path) -> None:
+        """Restore the loop, the reward model (in place) and the labels."""
+        self.labels_used = int(state["labels_used"])
+        self.last_fit = int(state["last_fit"])
+        self._fit_metrics = {k: float(v) for k, v in state["fit_metrics"].items()}
+        self.query_rng.bit_generator.state = state["query_rng"]
+        if state["teacher_rng"] is not None:
+            self.teacher.rng.bit_generator.state = state["teacher_rng"]  # type: ignore[attr-defined]
+        restore_reward_model(self.reward_model, directory / "reward_model.pt")
         if (directory / "labels.npz").is_file():
             self.dataset = load_dataset(directory / "labels.npz")
-        restore_learner(self.learner, directory / "policy.zip", step)
-        self._resumed = True
-        return step
+        self._started = True
 
     def save(self, directory: Path) -> None:
         """Write ``policy.zip``, ``reward_model.pt`` and ``labels.npz``."""
-        self.save_policy(directory)
+        super().save(directory)
         save_reward_model(self.reward_model, directory / "reward_model.pt")
         if self.dataset is not None:
             save_dataset(self.dataset, directory / "labels.npz")
-
-
-def _rng_state(teacher: Teacher) -> dict | None:
-    rng = getattr(teacher, "rng", None)
-    return rng.bit_generator.state if isinstance(rng, np.random.Generator) else None
 
 
 #: The paper's Atari reward model: the conv encoder, one hidden layer of 64, observations
@@ -366,23 +312,15 @@ ATARI_LOOP = PreferenceLoopConfig(
     norm_samples=2000,
 )
 
-for _algo in ("ppo", "a2c", "trpo"):
-    register_agent(
-        f"pref-{_algo}",
-        AgentSpec(
-            PreferenceAgent,
-            PreferenceAgentConfig(rl=RLConfig(algo=_algo)),
-            f"{_algo.upper()} on a reward model fit to teacher preferences (Christiano 2017)",
-            uses_teacher=True,
-        ),
-    )
-for _name, _rl in ATARI_RL.items():
-    register_agent(
-        f"pref-{_name}-atari",
-        AgentSpec(
-            PreferenceAgent,
-            PreferenceAgentConfig(rl=_rl, reward=ATARI_REWARD, loop=ATARI_LOOP),
-            f"{_name.upper()} on a conv reward model from preferences, the paper's Atari settings",
-            uses_teacher=True,
-        ),
-    )
+# Registered by these names in prefbench.agents.protocol.
+PREF_PPO = AgentSpec(PreferenceAgent, PreferenceAgentConfig(rl=RLConfig(algo="ppo")))
+PREF_A2C = AgentSpec(PreferenceAgent, PreferenceAgentConfig(rl=RLConfig(algo="a2c")))
+PREF_TRPO = AgentSpec(PreferenceAgent, PreferenceAgentConfig(rl=RLConfig(algo="trpo")))
+PREF_A2C_ATARI = AgentSpec(
+    PreferenceAgent,
+    PreferenceAgentConfig(rl=ATARI_RL["a2c"], reward=ATARI_REWARD, loop=ATARI_LOOP),
+)
+PREF_PPO_ATARI = AgentSpec(
+    PreferenceAgent,
+    PreferenceAgentConfig(rl=ATARI_RL["ppo"], reward=ATARI_REWARD, loop=ATARI_LOOP),
+)

@@ -1,15 +1,17 @@
 """The agent protocol and the agent registry.
 
-An agent is anything that trains on a task for a number of steps and then acts. The
-runner builds it with ``cls(ctx, teacher, config)`` (or ``cls(ctx, teacher)`` when the
-class has no ``Config``), calls :meth:`Agent.learn`, and evaluates it through
-:meth:`Agent.predict` on fresh environments that report the true reward, so an agent
-never needs to (and should not) look at the true reward itself. A user's class plugs in
-by import path: ``prefbench train --agent mypkg.module:MyAgent``.
+An agent is anything that trains on a task for a budget and then acts. The runner builds
+it with ``cls(ctx, teacher, config)`` (or ``cls(ctx, teacher)`` when the class has no
+``Config``), calls :meth:`Agent.learn`, and evaluates it through :meth:`Agent.predict`
+with the evaluator of the task's kind (control: fresh environments that report the true
+reward), so an agent never needs to (and should not) look at the true reward itself. A
+user's class plugs in by import path: ``prefbench train --agent mypkg.module:MyAgent``.
 
 During ``learn`` the agent calls ``reporter.report(step, ...)`` at its natural points
 (e.g. after each rollout); the runner decides there whether an evaluation is due and
 writes metrics. ``report`` returns nothing; it raises nothing unless the run must stop.
+
+The built-in agents are registered below by import path, so listing them imports none.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from prefbench.agents.config import apply_overrides
+from prefbench.agents.config import ConfigError, apply_overrides
 from prefbench.envs.data import ClipPairs
+from prefbench.envs.kinds import Budget, Task
 from prefbench.envs.registry import Registry
-from prefbench.envs.tasks import TaskSpec
 from prefbench.envs.teachers import Teacher
 
 
@@ -36,18 +38,19 @@ class RunContext:
     """What every agent is given.
 
     Attributes:
-        task: The task to solve.
+        task: The task to solve (its ``kind`` says what it offers: a control task is a
+            :class:`~prefbench.envs.tasks.TaskSpec`).
         seed: The run's seed; derive named streams with ``prefbench.envs.seeding``.
-        total_steps: Environment steps to train for.
+        budget: How long to train, in the unit of the task's kind (control: env steps).
         label_budget: Teacher labels the agent may ask for (0 for non-preference agents).
         device: Torch device string (``auto``, ``cpu``, ``cuda``).
         run_dir: Folder for the agent's own files (checkpoints go in ``run_dir / "checkpoints"``).
         logger: Where to log progress messages.
     """
 
-    task: TaskSpec
+    task: Task
     seed: int
-    total_steps: int
+    budget: Budget
     label_budget: int
     device: str
     run_dir: Path
@@ -73,15 +76,15 @@ class Reporter(Protocol):
         self,
         step: int,
         *,
-        labels: int = 0,
+        labels_used: int = 0,
         reward_model: PreferencePredictor | None = None,
         metrics: Mapping[str, float] | None = None,
     ) -> None:
-        """Record progress at ``step`` environment steps.
+        """Record progress after ``step`` units of the budget.
 
         Args:
-            step: Environment steps taken so far.
-            labels: Teacher labels used so far.
+            step: Budget units used so far (control: environment steps).
+            labels_used: Teacher labels used so far.
             reward_model: The current reward model, if any (its accuracy is measured on
                 fresh pairs from evaluation rollouts).
             metrics: Agent-specific scalars to log (losses, ...).
@@ -94,7 +97,7 @@ class Agent(Protocol):
     """What the runner needs from an agent."""
 
     def learn(self, reporter: Reporter) -> None:
-        """Train for ``ctx.total_steps`` steps, reporting progress."""
+        """Train for ``ctx.budget``, reporting progress."""
         ...
 
     def predict(self, obs: np.ndarray) -> np.ndarray:
@@ -124,7 +127,7 @@ class Resumable(Protocol):
         ...
 
     def load_state(self, directory: Path) -> int:
-        """Restore from ``directory``; returns the environment steps already taken."""
+        """Restore from ``directory``; returns the budget units already used."""
         ...
 
 
@@ -135,14 +138,17 @@ class AgentSpec:
     Attributes:
         cls: The agent class.
         config: Default config (a dataclass instance) or ``None`` if ``cls`` takes none.
-        description: One line for ``prefbench list agents``.
-        uses_teacher: Whether the agent asks a teacher for labels.
+        description: One line for listings (registered agents keep theirs in the registry).
     """
 
     cls: type
     config: Any = None
     description: str = ""
-    uses_teacher: bool = False
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the agent asks a teacher for labels (the class's ``uses_teacher``)."""
+        return bool(getattr(self.cls, "uses_teacher", True))
 
     def build(
         self, ctx: RunContext, teacher: Teacher | None, overrides: Iterable[str] = ()
@@ -153,34 +159,87 @@ class AgentSpec:
             ConfigError: For a bad override.
             TypeError: If the built object does not follow the :class:`Agent` protocol.
         """
-        overrides = list(overrides)
-        if self.config is None:
-            if overrides:
-                raise ValueError(f"agent {self.cls.__name__} takes no config, got {overrides}")
-            agent = self.cls(ctx, teacher)
-        else:
-            agent = self.cls(ctx, teacher, apply_overrides(self.config, overrides))
+        config = self.configure(overrides)
+        agent = self.cls(ctx, teacher) if config is None else self.cls(ctx, teacher, config)
         if not isinstance(agent, Agent):
             raise TypeError(f"{self.cls.__name__} lacks learn/predict/save of the Agent protocol")
         return agent
+
+    def configure(self, overrides: Iterable[str]) -> Any:
+        """The default config with ``key=value`` overrides applied (checked, nothing built).
+
+        Raises:
+            ConfigError: For a bad override, or any override of an agent without a config.
+        """
+        overrides = list(overrides)
+        if self.config is None:
+            if overrides:
+                raise ConfigError(f"agent {self.cls.__name__} takes no config, got {overrides}")
+            return None
+        return apply_overrides(self.config, overrides)
+
+
+_AGENT_METHODS = ("learn", "predict", "save")
 
 
 def _agent_from_import(obj: object, path: str) -> AgentSpec:
     if isinstance(obj, AgentSpec):
         return obj
-    if not inspect.isclass(obj):
-        raise TypeError(f"{path!r} is not an agent class")
+    missing = [m for m in _AGENT_METHODS if not callable(getattr(obj, m, None))]
+    if not inspect.isclass(obj) or missing:
+        raise TypeError(
+            f"{path!r} is not an agent: an agent is a class with "
+            f"{'/'.join(_AGENT_METHODS)} methods (see prefbench.agents.protocol.Agent)"
+        )
     config_cls = getattr(obj, "Config", None)
     config = (
         config_cls() if config_cls is not None and dataclasses.is_dataclass(config_cls) else None
     )
     doc = (inspect.getdoc(obj) or "").splitlines()
-    return AgentSpec(obj, config, doc[0] if doc else "", bool(getattr(obj, "uses_teacher", True)))
+    return AgentSpec(obj, config, doc[0] if doc else "")
 
 
 AGENTS: Registry[AgentSpec] = Registry("agent", _agent_from_import)
 
 
-def register_agent(name: str, spec: AgentSpec) -> AgentSpec:
-    """Add an agent under ``name``."""
-    return AGENTS.register(name, spec)
+def register_agent(
+    name: str, entry: AgentSpec | str, *, description: str = "", uses_teacher: bool = False
+) -> None:
+    """Add an agent (an :class:`AgentSpec` or the import path of one) under ``name``.
+
+    ``description`` and ``uses_teacher`` are what ``prefbench list agents`` shows without
+    importing the agent's module.
+    """
+    AGENTS.register(name, entry, description=description, uses_teacher=uses_teacher)
+
+
+# The built-in agents: true-reward baselines, preference agents, random.
+for _algo in ("ppo", "a2c", "trpo"):
+    register_agent(
+        _algo,
+        f"prefbench.agents.baselines:{_algo.upper()}",
+        description=f"{_algo.upper()} on the true environment reward (baseline)",
+    )
+    register_agent(
+        f"pref-{_algo}",
+        f"prefbench.agents.preference:PREF_{_algo.upper()}",
+        description=f"{_algo.upper()} on a reward model fit to teacher preferences "
+        "(Christiano 2017)",
+        uses_teacher=True,
+    )
+for _algo in ("a2c", "ppo"):
+    register_agent(
+        f"{_algo}-atari",
+        f"prefbench.agents.baselines:{_algo.upper()}_ATARI",
+        description=f"{_algo.upper()} on the sign of the game score, the paper's Atari settings",
+    )
+    register_agent(
+        f"pref-{_algo}-atari",
+        f"prefbench.agents.preference:PREF_{_algo.upper()}_ATARI",
+        description=f"{_algo.upper()} on a conv reward model from preferences, "
+        "the paper's Atari settings",
+        uses_teacher=True,
+    )
+register_agent(
+    "random", "prefbench.agents.baselines:RANDOM", description="uniformly random actions (baseline)"
+)

@@ -7,7 +7,8 @@ which the ensemble members' predicted preferences vary most.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -85,6 +86,40 @@ class DisagreementSelector:
         return candidates[np.sort(keep)]
 
 
-SELECTORS: Registry[type] = Registry("query selector")
-SELECTORS.register("uniform", UniformSelector)
-SELECTORS.register("disagreement", DisagreementSelector)
+@dataclass(frozen=True)
+class SelectorOptions:
+    """What a selector factory is built with.
+
+    Attributes:
+        oversample: Candidates drawn per pair kept (selectors that rank candidates).
+    """
+
+    oversample: int = 10
+
+
+#: Builds a selector from its options; a user's factory plugs in as ``pkg.mod:factory``.
+SelectorFactory = Callable[[SelectorOptions], QuerySelector]
+
+
+def _factory_from_import(obj: object, path: str) -> SelectorFactory:
+    if callable(obj):
+        return obj  # type: ignore[return-value]
+    raise TypeError(f"{path!r} is not a query-selector factory")
+
+
+SELECTORS: Registry[SelectorFactory] = Registry("query selector", _factory_from_import)
+SELECTORS.register("uniform", lambda options: UniformSelector())
+SELECTORS.register("disagreement", lambda options: DisagreementSelector(options.oversample))
+
+
+def make_selector(name: str, options: SelectorOptions) -> QuerySelector:
+    """Build the selector ``name`` (an id or ``pkg.mod:factory``) from ``options``.
+
+    Raises:
+        UnknownIdError: For an unknown id.
+        TypeError: If the factory does not build a :class:`QuerySelector`.
+    """
+    selector = SELECTORS.get(name)(options)
+    if not callable(getattr(selector, "select", None)):
+        raise TypeError(f"query selector {name!r} built an object without select()")
+    return selector

@@ -58,6 +58,45 @@ def load_reward_model(path: str | Path, *, device: str | torch.device = "auto") 
             of an unknown version, or its weights do not fit its recorded shapes.
     """
     path = Path(path)
+    payload = _read(path)
+    try:
+        model = RewardModel(
+            tuple(payload["obs_shape"]),
+            int(payload["act_dim"]),
+            RewardModelConfig(**_config_from_plain(payload["config"])),
+            seed=int(payload["seed"]),
+            device=device,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} does not hold a consistent reward model: {exc}") from exc
+    _restore(model, payload, path)
+    return model
+
+
+def restore_reward_model(model: RewardModel, path: str | Path) -> None:
+    """Load a checkpoint into ``model`` in place (code holding ``model`` sees the new state).
+
+    Raises:
+        CheckpointError: As :func:`load_reward_model`, and for a checkpoint of another
+            config, seed or shape than ``model``.
+    """
+    path = Path(path)
+    payload = _read(path)
+    try:
+        same = (
+            RewardModelConfig(**_config_from_plain(payload["config"])) == model.config
+            and tuple(payload["obs_shape"]) == model.net.obs_shape
+            and int(payload["act_dim"]) == model.net.act_dim
+            and int(payload["seed"]) == model.seed
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} does not hold a consistent reward model: {exc}") from exc
+    if not same:
+        raise CheckpointError(f"{path} holds a reward model of another config, seed or shape")
+    _restore(model, payload, path)
+
+
+def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no reward-model checkpoint at {path}")
     try:
@@ -72,15 +111,11 @@ def load_reward_model(path: str | Path, *, device: str | torch.device = "auto") 
         raise CheckpointError(
             f"{path} has format version {payload.get('version')}, expected {FORMAT_VERSION}"
         )
+    return payload
+
+
+def _restore(model: RewardModel, payload: dict[str, Any], path: Path) -> None:
     try:
-        config = RewardModelConfig(**_config_from_plain(payload["config"]))
-        model = RewardModel(
-            tuple(payload["obs_shape"]),
-            int(payload["act_dim"]),
-            config,
-            seed=int(payload["seed"]),
-            device=device,
-        )
         model.net.load_state_dict(payload["state_dict"])
         model.l2 = payload["l2"].numpy().astype(np.float64)
         model.holdout = payload["holdout"].numpy().astype(bool)
@@ -92,7 +127,6 @@ def load_reward_model(path: str | Path, *, device: str | torch.device = "auto") 
             model.dropout_gen.set_state(payload["dropout_rng_state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} does not hold a consistent reward model: {exc}") from exc
-    return model
 
 
 def _config_to_plain(config: RewardModelConfig) -> dict[str, Any]:

@@ -13,15 +13,12 @@ from __future__ import annotations
 import inspect
 import json
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sb3_contrib import TRPO
 from stable_baselines3 import A2C, PPO
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space
@@ -30,13 +27,10 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from prefbench.agents.config import ConfigError
 from prefbench.agents.device import resolve_device
-from prefbench.agents.protocol import RunContext
 from prefbench.envs.data import CheckpointError
-from prefbench.envs.files import write_json
 from prefbench.envs.registry import Registry
 from prefbench.envs.tasks import TaskSpec
 
-STATE_FORMAT = "prefbench.agent_state.v1"
 #: Learner attribute that SB3 saves into ``policy.zip``: the algorithm id the policy was
 #: trained with, so that loading it as another algorithm fails instead of succeeding
 #: silently (SB3's ``load`` does not check the class).
@@ -295,67 +289,3 @@ def restore_learner(learner: OnPolicyAlgorithm, path: Path, step: int) -> None:
             f"{path} does not fit this learner ({type(exc).__name__}: {exc})"
         ) from exc
     learner.num_timesteps = step
-
-
-def write_state(path: Path, state: dict[str, Any]) -> None:
-    """Write an agent's JSON training state atomically."""
-    write_json(path, {"format": STATE_FORMAT, **state})
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    """Read a state written by :func:`write_state`.
-
-    Raises:
-        CheckpointError: If it is missing, unreadable or of another format.
-    """
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read agent state {path}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path} is not a prefbench agent state")
-    return state
-
-
-def learn_until(learner: OnPolicyAlgorithm, total_steps: int, callback: BaseCallback) -> None:
-    """Train until ``total_steps`` environment steps, continuing a restored learner.
-
-    A restored learner starts fresh episodes (environment state is not saved).
-    """
-    done = learner.num_timesteps
-    if done < total_steps:
-        learner.learn(total_steps - done, callback=callback, reset_num_timesteps=done == 0)
-
-
-class LearnerPolicy:
-    """Acting and policy saving shared by agents built on an SB3 ``learner``."""
-
-    learner: OnPolicyAlgorithm
-    ctx: RunContext
-
-    def predict(self, obs: np.ndarray) -> np.ndarray:
-        """Policy actions for a batch of observations.
-
-        The mode, or samples where the task evaluates stochastically (Atari).
-        """
-        deterministic = not self.ctx.task.stochastic_eval
-        return self.learner.predict(obs, deterministic=deterministic)[0]
-
-    def save_policy(self, directory: Path) -> None:
-        """Write ``policy.zip`` (parameters and optimiser state) into ``directory``."""
-        directory.mkdir(parents=True, exist_ok=True)
-        self.learner.save(directory / "policy.zip")
-
-
-class RolloutEndCallback(BaseCallback):
-    """Calls ``fn(num_timesteps)`` after every rollout, before the policy update."""
-
-    def __init__(self, fn: Callable[[int], None]) -> None:
-        super().__init__()
-        self._fn = fn
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        self._fn(self.num_timesteps)

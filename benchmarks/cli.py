@@ -14,6 +14,10 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefbench.benchmarks.run_spec import RunSpec
 
 EXIT_USAGE = 2
 
@@ -23,31 +27,12 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one agent on one task and write a run folder")
-    t.add_argument(
-        "--task", required=True, help="task id (see `prefbench list tasks`) or pkg.mod:TASK"
-    )
-    t.add_argument("--agent", default="pref-ppo", help="agent id or pkg.mod:AgentClass")
-    t.add_argument("--teacher", default="oracle", help="teacher id or pkg.mod:TeacherClass")
-    t.add_argument("--labels", type=int, default=1500, help="label budget")
-    t.add_argument("--steps", type=int, default=300_000, help="environment steps")
-    t.add_argument("--seed", type=int, default=0)
+    _add_spec_flags(t)
     t.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of run folders")
     t.add_argument(
         "--device", default="auto", help="reward model and CNN policy device: auto, cpu, cuda"
     )
-    t.add_argument(
-        "--eval-every", type=int, default=0, help="steps between evaluations (0: steps/10)"
-    )
-    t.add_argument("--eval-episodes", type=int, default=5)
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    t.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="agent config override, e.g. rl.ent_coef=0 or reward.hidden_sizes=32,32",
-    )
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     ls = sub.add_parser("list", help="list registered tasks, agents, teachers or suites")
@@ -118,26 +103,71 @@ def _build_parser() -> argparse.ArgumentParser:
         help="config override for the preference agent",
     )
     ov.add_argument("--steps", type=int, default=50_000)
-    ov.add_argument("--labels", type=int, default=1500)
+    ov.add_argument("--label-budget", "--labels", dest="label_budget", type=int, default=1500)
     ov.add_argument("--seed", type=int, default=0)
     ov.add_argument("--out", type=Path, default=Path("runs/perf-overhead"))
     return parser
 
 
+#: ``prefbench train`` flags of the run spec: (field, flags, type, help). Defaults come
+#: from :class:`~prefbench.benchmarks.run_spec.RunSpec`, so they are stated once.
+_SPEC_FLAGS: tuple[tuple[str, tuple[str, ...], type, str], ...] = (
+    ("agent", ("--agent",), str, "agent id or pkg.mod:AgentClass"),
+    ("teacher", ("--teacher",), str, "teacher id or pkg.mod:TeacherClass"),
+    ("label_budget", ("--label-budget", "--labels"), int, "teacher labels the agent may ask for"),
+    ("steps", ("--steps",), int, "budget in the task's unit (control: environment steps)"),
+    ("seed", ("--seed",), int, "run seed"),
+    ("eval_every", ("--eval-every",), int, "budget units between evaluations (0: steps/10)"),
+    ("eval_episodes", ("--eval-episodes",), int, "episodes per evaluation"),
+    ("accuracy_pairs", ("--accuracy-pairs",), int, "fresh pairs per reward-model accuracy"),
+)
+
+
+def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
+    """The run-spec flags; unset ones stay absent, so the spec's own defaults apply."""
+    from prefbench.benchmarks.run_spec import spec_defaults
+
+    defaults = {**spec_defaults(), "agent": "pref-ppo"}
+    parser.add_argument(
+        "--task", required=True, help="task id (see `prefbench list tasks`) or pkg.mod:TASK"
+    )
+    for name, flags, kind, text in _SPEC_FLAGS:
+        parser.add_argument(
+            *flags,
+            dest=name,
+            type=kind,
+            default=argparse.SUPPRESS,
+            help=f"{text} (default: {defaults[name]})",
+        )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="KEY=VALUE",
+        help="agent config override, e.g. rl.ent_coef=0 or reward.hidden_sizes=32,32",
+    )
+
+
+def _spec_from_args(args: argparse.Namespace) -> RunSpec:
+    from prefbench.benchmarks.run_spec import RunSpec
+
+    given = {name: getattr(args, name) for name, *_ in _SPEC_FLAGS if hasattr(args, name)}
+    if hasattr(args, "overrides"):
+        given["overrides"] = tuple(args.overrides)
+    return RunSpec(task=args.task, **{"agent": "pref-ppo", **given})
+
+
 def _cmd_list(what: str) -> None:
     if what == "tasks":
-        from prefbench.envs.tasks import TASKS, get_task
-
-        print(f"{'id':26} {'env':28} {'horizon':>7} {'clip':>5}")
-        for name in TASKS:
-            t = get_task(name)
-            print(f"{name:26} {t.env_id:28} {t.horizon:7d} {t.clip_length:5d}")
+        _list_tasks()
     elif what == "agents":
         from prefbench.agents import AGENTS
 
         for name in AGENTS:
-            spec = AGENTS.get(name)
-            print(f"{name:16} {'teacher' if spec.uses_teacher else '       '}  {spec.description}")
+            info = AGENTS.info(name)
+            who = "teacher" if info.get("uses_teacher") else "       "
+            print(f"{name:16} {who}  {info.get('description', '')}")
     elif what == "suites":
         from prefbench.benchmarks.suites import SUITES
 
@@ -155,22 +185,32 @@ def _cmd_list(what: str) -> None:
             )
 
 
+def _list_tasks() -> None:
+    """Every task, without building environments whose extra is not installed."""
+    import gymnasium as gym
+
+    from prefbench.envs.tasks import TASKS
+
+    print(f"{'id':26} {'kind':8} {'env':28} {'horizon':>7} {'clip':>5}")
+    for name in TASKS:
+        task = TASKS.get(name)
+        try:
+            clip = str(task.clip_length)
+        except (ImportError, gym.error.DependencyNotInstalled):
+            extra = TASKS.info(name).get("extra") or "?"
+            clip = f"    -  (needs prefbench[{extra}])"
+        print(f"{name:26} {task.kind:8} {task.env_id:28} {task.horizon:7d} {clip:>5}")
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
-    from prefbench.benchmarks.train import TrainConfig, train
+    from prefbench.benchmarks.run_spec import TrainConfig
+    from prefbench.benchmarks.train import train
 
     cfg = TrainConfig(
-        task=args.task,
-        agent=args.agent,
-        teacher=args.teacher,
-        labels=args.labels,
-        steps=args.steps,
-        seed=args.seed,
+        _spec_from_args(args),
         out=args.out,
         device=args.device,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
         threads=args.threads,
-        overrides=tuple(args.overrides),
         progress=not args.no_progress,
     )
     summary = train(cfg, command="prefbench " + shlex.join(sys.argv[1:]))
@@ -178,7 +218,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     acc = summary["final_rm_accuracy"]
     acc_text = "n/a" if acc != acc else f"{acc:.3f}"
     print(
-        f"final: steps {summary['steps']}  labels {summary['labels']}  "
+        f"final: steps {summary['steps']}  labels used {summary['labels_used']}  "
         f"true return {summary['final_true_return']:.2f}  rm accuracy {acc_text}  "
         f"wall {summary['wall_time']:.1f}s"
     )
@@ -186,9 +226,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from prefbench.benchmarks.report import write_report
+    from prefbench.benchmarks.run_folder import safe_name
     from prefbench.benchmarks.runner import run_suite
     from prefbench.benchmarks.suites import SUITES
-    from prefbench.benchmarks.train import safe_name
 
     suite = SUITES.get(args.suite)
     out = args.out or Path("runs") / safe_name(suite.name)
@@ -252,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except FloatingPointError as exc:
         print(f"prefbench: error: training diverged: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("prefbench: interrupted; files written so far are kept", file=sys.stderr)
         return 130

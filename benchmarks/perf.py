@@ -183,10 +183,11 @@ def overhead(args: argparse.Namespace) -> float:
     Both runs evaluate only at the start and the end; the ratio of training time
     (wall time less evaluation) is the overhead of labels, fits and reward scoring.
     """
-    from prefbench.benchmarks.train import TrainConfig, train
+    from prefbench.benchmarks.run_spec import RunSpec, TrainConfig
+    from prefbench.benchmarks.train import train
 
-    if args.steps < 1 or args.labels < 1:
-        raise ValueError("--steps and --labels must be >= 1")
+    if args.steps < 1 or args.label_budget < 1:
+        raise ValueError("--steps and --label-budget must be >= 1")
     if args.agent == args.baseline:
         raise ValueError("--agent and --baseline must differ")
     results = {}
@@ -194,18 +195,16 @@ def overhead(args: argparse.Namespace) -> float:
         ("baseline", args.baseline, ()),
         ("preference", args.agent, tuple(args.overrides)),
     ):
-        cfg = TrainConfig(
+        spec = RunSpec(
             task=args.task,
             agent=agent,
-            labels=args.labels,
+            label_budget=args.label_budget,
             steps=args.steps,
             seed=args.seed,
-            out=args.out / role,
             eval_every=args.steps,
-            progress=False,
-            threads=1,
             overrides=overrides,
         )
+        cfg = TrainConfig(spec, out=args.out / role, progress=False, threads=1)
         shutil.rmtree(cfg.out, ignore_errors=True)
         results[agent] = train(cfg)
     base, pref = results[args.baseline], results[args.agent]

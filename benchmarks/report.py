@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from prefbench.benchmarks.runner import RECORD_COLUMNS, final_rows
+from prefbench.benchmarks.columns import AGENT_NAME, LABEL_BUDGET, RECORD_COLUMNS, migrate_records
+from prefbench.benchmarks.runner import final_rows
 from prefbench.envs.files import atomic_path, write_text
 
 CONFIDENCE = 0.95
@@ -90,8 +91,9 @@ class Tables:
     """Report tables as DataFrames.
 
     Attributes:
-        per_task: Columns task, agent, teacher, labels, runs, true_return, ci, rm_accuracy.
-        aggregate: Columns agent, teacher, labels, tasks, runs, iqm, low, high.
+        per_task: Columns task, agent_name, teacher, label_budget, runs, true_return, ci,
+            rm_accuracy.
+        aggregate: Columns agent_name, teacher, label_budget, tasks, runs, iqm, low, high.
     """
 
     per_task: pd.DataFrame
@@ -99,7 +101,7 @@ class Tables:
 
 
 def _group_keys() -> list[str]:
-    return ["agent", "teacher", "label_budget"]
+    return [AGENT_NAME, "teacher", LABEL_BUDGET]
 
 
 def make_tables(records: pd.DataFrame) -> Tables:
@@ -112,9 +114,9 @@ def make_tables(records: pd.DataFrame) -> Tables:
         rows.append(
             {
                 "task": task,
-                "agent": agent,
+                AGENT_NAME: agent,
                 "teacher": teacher or "-",
-                "labels": int(labels),
+                LABEL_BUDGET: int(labels),
                 "runs": len(g),
                 "true_return": mean,
                 "ci": half,
@@ -129,9 +131,9 @@ def make_tables(records: pd.DataFrame) -> Tables:
         point, low, high = iqm_stratified_ci(scores)
         agg.append(
             {
-                "agent": agent,
+                AGENT_NAME: agent,
                 "teacher": teacher or "-",
-                "labels": int(labels),
+                LABEL_BUDGET: int(labels),
                 "tasks": len(scores),
                 "runs": int(sum(len(s) for s in scores)),
                 "iqm": point,
@@ -155,7 +157,7 @@ def to_markdown(tables: Tables) -> str:
         lines += ["|---|---|---:|---:|---:|---:|"]
         for r in g.itertuples():
             lines.append(
-                f"| {r.agent} | {r.teacher} | {r.labels or '-'} | {r.runs} | "
+                f"| {r.agent_name} | {r.teacher} | {r.label_budget or '-'} | {r.runs} | "
                 f"{_fmt(r.true_return)} ± {_fmt(r.ci)} | {_fmt(r.rm_accuracy, 3)} |"
             )
         lines.append("")
@@ -167,7 +169,7 @@ def to_markdown(tables: Tables) -> str:
     ]
     for r in tables.aggregate.itertuples():
         lines.append(
-            f"| {r.agent} | {r.teacher} | {r.labels or '-'} | {r.tasks} | {r.runs} | "
+            f"| {r.agent_name} | {r.teacher} | {r.label_budget or '-'} | {r.tasks} | {r.runs} | "
             f"{_fmt(r.iqm, 2)} | [{_fmt(r.low, 2)}, {_fmt(r.high, 2)}] |"
         )
     return "\n".join(lines) + "\n"
@@ -175,6 +177,11 @@ def to_markdown(tables: Tables) -> str:
 
 def _tex_escape(text: str) -> str:
     return str(text).replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+
+
+def _tex_who(r: Any) -> str:
+    """``agent & teacher & labels`` cells of a table row."""
+    return f"{_tex_escape(r.agent_name)} & {_tex_escape(r.teacher)} & {r.label_budget or '-'}"
 
 
 def to_latex(tables: Tables) -> str:
@@ -189,8 +196,7 @@ def to_latex(tables: Tables) -> str:
             r"\midrule",
         ]
         for r in g.itertuples():
-            who = f"{_tex_escape(r.agent)} & {_tex_escape(r.teacher)} & {r.labels or '-'}"
-            out.append(f"{who} & {r.runs} & ${_fmt(r.true_return)} \\pm {_fmt(r.ci)}$ \\\\")
+            out.append(f"{_tex_who(r)} & {r.runs} & ${_fmt(r.true_return)} \\pm {_fmt(r.ci)}$ \\\\")
         out += [r"\bottomrule", r"\end{tabular}", ""]
     out += [
         "% aggregate normalised score, IQM [95% stratified bootstrap CI]",
@@ -201,8 +207,8 @@ def to_latex(tables: Tables) -> str:
     ]
     for r in tables.aggregate.itertuples():
         out.append(
-            f"{_tex_escape(r.agent)} & {_tex_escape(r.teacher)} & {r.labels or '-'} & {r.tasks} & "
-            f"{r.runs} & {_fmt(r.iqm, 2)} [{_fmt(r.low, 2)}, {_fmt(r.high, 2)}] \\\\"
+            f"{_tex_who(r)} & {r.tasks} & {r.runs} & "
+            f"{_fmt(r.iqm, 2)} [{_fmt(r.low, 2)}, {_fmt(r.high, 2)}] \\\\"
         )
     out += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(out)
@@ -298,7 +304,7 @@ def plot_labels(records: pd.DataFrame, folder: Path) -> list[Path]:
         if g["label_budget"].nunique() < 2:
             continue
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        for (agent, teacher), s in g.groupby(["agent", "teacher"], sort=True):
+        for (agent, teacher), s in g.groupby([AGENT_NAME, "teacher"], sort=True):
             pts = s.groupby("label_budget")["normalized_score"].apply(
                 lambda v: mean_ci(v.to_numpy())
             )
@@ -336,6 +342,7 @@ def load_records(results: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, keep_default_na=True)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ValueError(f"{path} is unreadable: {exc}") from exc
+    frame = migrate_records(frame)
     missing = set(RECORD_COLUMNS) - set(frame.columns)
     if missing:
         raise ValueError(f"{path} lacks columns {sorted(missing)}")

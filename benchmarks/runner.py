@@ -3,7 +3,7 @@
 Layout of a results folder::
 
     OUT/suite.json          suite name, version and results format (written first)
-    OUT/cells/<key>/        one run folder per cell (see ``benchmarks/train.py``)
+    OUT/cells/<key>/        one run folder per cell (see ``benchmarks/run_folder.py``)
     OUT/failures/<key>.txt  traceback of a cell that crashed (removed once it succeeds)
     OUT/records.csv         long-format records: one row per cell and evaluation point
 
@@ -34,31 +34,22 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from prefbench.benchmarks.columns import (
+    AGENT,
+    AGENT_NAME,
+    LABEL_BUDGET,
+    LABELS_USED,
+    RECORD_COLUMNS,
+    RM_ACCURACY,
+    STEPS,
+    TRUE_RETURN,
+    VERSION_COLUMNS,
+    WALL_TIME,
+)
+from prefbench.benchmarks.run_folder import read_metrics, versions
 from prefbench.benchmarks.suites import SUITE_FORMAT, Cell, Suite
-from prefbench.benchmarks.train import train, versions
+from prefbench.benchmarks.train import train
 from prefbench.envs.files import write_csv, write_json, write_text
-
-RECORD_COLUMNS = [
-    "suite",
-    "cell",
-    "task",
-    "agent",
-    "agent_id",
-    "teacher",
-    "label_budget",
-    "seed",
-    "steps",
-    "labels",
-    "true_return",
-    "normalized_score",
-    "rm_accuracy",
-    "wall_time",
-    "prefbench",
-    "torch",
-    "stable_baselines3",
-    "gymnasium",
-    "git_commit",
-]
 
 
 class ResultsFolderError(ValueError):
@@ -220,7 +211,7 @@ def _run_local(
             if show_progress and running:
                 bar.set_postfix_str(
                     "  ".join(
-                        f"{running[k][0].task}/{running[k][0].agent_name}:{steps.get(k, 0)}"
+                        f"{running[k][0].spec.task}/{running[k][0].agent_name}:{steps.get(k, 0)}"
                         for k in running
                     )
                 )
@@ -281,59 +272,52 @@ def build_records(out: Path, suite: Suite, cells: Iterable[Cell]) -> pd.DataFram
         folder = out / "cells" / cell.key
         if not (folder / "summary.json").is_file():
             continue
-        metrics = pd.read_csv(folder / "metrics.csv")
-        config = json.loads((folder / "config.json").read_text())
-        vers = config.get("versions", {})
-        for rec in metrics.to_dict("records"):
+        vers = json.loads((folder / "config.json").read_text()).get("versions", {})
+        spec = cell.spec
+        for rec in read_metrics(folder):
             rows.append(
                 {
                     "suite": suite.name,
                     "cell": cell.key,
-                    "task": cell.task,
-                    "agent": cell.agent_name,
-                    "agent_id": cell.agent,
-                    "teacher": cell.teacher,
-                    "label_budget": cell.labels,
-                    "seed": cell.seed,
-                    "steps": int(rec["step"]),
-                    "labels": int(rec["labels"]),
-                    "true_return": float(rec["eval_true_return"]),
-                    "rm_accuracy": float(rec["rm_accuracy"]),
-                    "wall_time": float(rec["wall_time"]),
-                    **{
-                        k: vers.get(k, "")
-                        for k in (
-                            "prefbench",
-                            "torch",
-                            "stable_baselines3",
-                            "gymnasium",
-                            "git_commit",
-                        )
-                    },
+                    "task": spec.task,
+                    AGENT: spec.agent,
+                    AGENT_NAME: cell.agent_name,
+                    "teacher": spec.teacher,
+                    LABEL_BUDGET: spec.label_budget,
+                    "seed": spec.seed,
+                    STEPS: int(rec[STEPS]),
+                    LABELS_USED: int(rec[LABELS_USED]),
+                    TRUE_RETURN: float(rec[TRUE_RETURN]),
+                    RM_ACCURACY: float(rec[RM_ACCURACY]),
+                    WALL_TIME: float(rec[WALL_TIME]),
+                    **{k: vers.get(k, "") for k in VERSION_COLUMNS},
                 }
             )
     frame = pd.DataFrame(rows, columns=[c for c in RECORD_COLUMNS if c != "normalized_score"])
     frame["normalized_score"] = normalized_scores(frame, suite.reference_agent, suite.floor_agent)
-    return frame[RECORD_COLUMNS]
+    return frame[list(RECORD_COLUMNS)]
 
 
 def final_rows(records: pd.DataFrame) -> pd.DataFrame:
     """The last evaluation of each cell."""
-    return records.loc[records.groupby("cell")["steps"].idxmax()].reset_index(drop=True)
+    return records.loc[records.groupby("cell")[STEPS].idxmax()].reset_index(drop=True)
 
 
 def normalized_scores(frame: pd.DataFrame, reference: str, floor: str) -> pd.Series:
-    """``(R - floor) / (reference - floor)`` per task from mean final returns; NaN if unknown."""
+    """``(R - floor) / (reference - floor)`` per task from mean final returns; NaN if unknown.
+
+    ``reference`` and ``floor`` are agent display names (``agent_name``).
+    """
     if frame.empty:
         return pd.Series(dtype=float)
-    means = final_rows(frame).groupby(["task", "agent"])["true_return"].mean()
+    means = final_rows(frame).groupby(["task", AGENT_NAME])[TRUE_RETURN].mean()
     out = pd.Series(float("nan"), index=frame.index)
     for task, idx in frame.groupby("task").groups.items():
         ref = means.get((task, reference))
         low = means.get((task, floor))
         if ref is None or low is None or ref == low:
             continue
-        out.loc[idx] = (frame.loc[idx, "true_return"] - low) / (ref - low)
+        out.loc[idx] = (frame.loc[idx, TRUE_RETURN] - low) / (ref - low)
     return out
 
 

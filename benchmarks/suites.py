@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefbench.agents import AGENTS
-from prefbench.agents.config import apply_overrides
-from prefbench.benchmarks.train import TrainConfig, safe_name
+from prefbench.benchmarks.run_folder import safe_name
+from prefbench.benchmarks.run_spec import RunSpec, TrainConfig, spec_defaults
+from prefbench.envs.kinds import Budget
 from prefbench.envs.registry import Registry, instance_of
-from prefbench.envs.tasks import get_task
+from prefbench.envs.tasks import ATARI_GAMES, get_task
 from prefbench.envs.teachers import TEACHERS
 
 #: Bumped when the meaning of a cell's fields or of the results layout changes.
 SUITE_FORMAT = 1
-DEFAULT_ACCURACY_PAIRS = TrainConfig.accuracy_pairs
+DEFAULT_ACCURACY_PAIRS: int = spec_defaults()["accuracy_pairs"]
 
 
 @dataclass(frozen=True)
@@ -35,22 +36,22 @@ class AgentEntry:
 
     Attributes:
         agent: Agent id or import path.
-        labels: Label budgets (preference agents); empty for agents without a teacher.
+        label_budgets: Label budgets (preference agents); empty for agents without a teacher.
         teachers: Teacher ids; empty means the suite's teachers.
         overrides: ``key=value`` config overrides for this agent.
-        label: Name in tables and plots (defaults to ``agent``).
+        name: Name in tables and plots (defaults to ``agent``).
     """
 
     agent: str
-    labels: tuple[int, ...] = ()
+    label_budgets: tuple[int, ...] = ()
     teachers: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
-    label: str = ""
+    name: str = ""
 
     @property
-    def name(self) -> str:
-        """Display name."""
-        return self.label or self.agent
+    def agent_name(self) -> str:
+        """Display name (``name``, or the agent id)."""
+        return self.name or self.agent
 
 
 @dataclass(frozen=True)
@@ -59,67 +60,46 @@ class Cell:
 
     Attributes:
         suite: Suite name.
-        task: Task id.
-        agent: Agent id or import path.
-        agent_name: Display name of the agent entry.
-        teacher: Teacher id, or ``""`` for agents without a teacher.
-        labels: Label budget (0 without a teacher).
-        seed: Seed.
-        steps: Environment steps.
-        overrides: Agent config overrides.
-        eval_every: Steps between evaluations.
-        eval_episodes: Episodes per evaluation.
-        accuracy_pairs: Fresh pairs per reward-model accuracy measurement.
+        agent_name: Display name of the agent entry (tables and plots).
+        spec: The run (a teacher of ``""`` and a label budget of 0 for agents without a
+            teacher).
     """
 
     suite: str
-    task: str
-    agent: str
     agent_name: str
-    teacher: str
-    labels: int
-    seed: int
-    steps: int
-    overrides: tuple[str, ...] = ()
-    eval_every: int = 0
-    eval_episodes: int = 5
-    accuracy_pairs: int = DEFAULT_ACCURACY_PAIRS
+    spec: RunSpec
 
     @property
     def key(self) -> str:
-        """Stable identity: readable prefix plus a hash of every field that shapes results."""
-        fields = asdict(self)
-        fields.pop("suite")
-        fields.pop("agent_name")
-        # Added after results were published: at its default it stays out of the hash,
-        # so earlier cells keep their identity.
-        if self.accuracy_pairs == DEFAULT_ACCURACY_PAIRS:
-            fields.pop("accuracy_pairs")
+        """Stable identity: readable prefix plus a hash of every field that shapes results.
+
+        The hash keeps the field names of the first results format (``labels`` for the
+        label budget), so the cells of published results keep their folders.
+        """
+        s = self.spec
+        fields: dict[str, object] = {
+            "task": s.task,
+            "agent": s.agent,
+            "teacher": s.teacher,
+            "labels": s.label_budget,
+            "seed": s.seed,
+            "steps": s.steps,
+            "overrides": list(s.overrides),
+            "eval_every": s.eval_every,
+            "eval_episodes": s.eval_episodes,
+        }
+        # Added after results were published: at its default it stays out of the hash.
+        if s.accuracy_pairs != DEFAULT_ACCURACY_PAIRS:
+            fields["accuracy_pairs"] = s.accuracy_pairs
         digest = hashlib.sha256(
             json.dumps({"format": SUITE_FORMAT, **fields}, sort_keys=True).encode()
         ).hexdigest()[:10]
-        who = safe_name(self.agent)
-        teacher = f"-{self.teacher}-{self.labels}" if self.teacher else ""
-        return f"{self.task}-{who}{teacher}-s{self.seed}-{digest}"
+        teacher = f"-{s.teacher}-{s.label_budget}" if s.teacher else ""
+        return f"{s.task}-{safe_name(s.agent)}{teacher}-s{s.seed}-{digest}"
 
     def train_config(self, out: Path, threads: int = 1) -> TrainConfig:
         """The single-run config of this cell, writing into ``out / key``."""
-        return TrainConfig(
-            task=self.task,
-            agent=self.agent,
-            teacher=self.teacher or "oracle",
-            labels=self.labels,
-            steps=self.steps,
-            seed=self.seed,
-            out=out,
-            eval_every=self.eval_every,
-            eval_episodes=self.eval_episodes,
-            accuracy_pairs=self.accuracy_pairs,
-            threads=threads,
-            overrides=self.overrides,
-            progress=False,
-            run_name=self.key,
-        )
+        return TrainConfig(self.spec, out=out, threads=threads, progress=False, run_name=self.key)
 
 
 @dataclass(frozen=True)
@@ -178,18 +158,15 @@ class Suite:
                 f"got {self.seeds}, {self.accuracy_pairs}"
             )
         for task in self.tasks:
-            get_task(task)
-            if self.steps_for(task) < 1:
-                raise ValueError(f"suite {self.name!r}: steps for {task} must be >= 1")
+            Budget.for_task(get_task(task), self.steps_for(task))
         for entry in self.agents:
             spec = AGENTS.get(entry.agent)
-            if entry.overrides:
-                apply_overrides(spec.config, entry.overrides)  # a bad key fails here, not mid-run
+            spec.configure(entry.overrides)  # a bad key fails here, not mid-run
             if spec.uses_teacher:
-                if not entry.labels or min(entry.labels) < 1:
+                if not entry.label_budgets or min(entry.label_budgets) < 1:
                     raise ValueError(
                         f"suite {self.name!r}: agent {entry.agent} needs label budgets >= 1, "
-                        f"got {entry.labels}"
+                        f"got {entry.label_budgets}"
                     )
                 for teacher in entry.teachers or self.teachers:
                     TEACHERS.get(teacher)
@@ -205,28 +182,25 @@ class Suite:
             for entry in self.agents:
                 spec = AGENTS.get(entry.agent)
                 combos = (
-                    [(t, b) for t in (entry.teachers or self.teachers) for b in entry.labels]
+                    [(t, b) for t in (entry.teachers or self.teachers) for b in entry.label_budgets]
                     if spec.uses_teacher
                     else [("", 0)]
                 )
-                for teacher, labels in combos:
+                for teacher, label_budget in combos:
                     for seed in range(n_seeds):
-                        out.append(
-                            Cell(
-                                suite=self.name,
-                                task=task,
-                                agent=entry.agent,
-                                agent_name=entry.name,
-                                teacher=teacher,
-                                labels=labels,
-                                seed=seed,
-                                steps=self.steps_for(task),
-                                overrides=entry.overrides,
-                                eval_every=self.eval_every,
-                                eval_episodes=self.eval_episodes,
-                                accuracy_pairs=self.accuracy_pairs,
-                            )
+                        run = RunSpec(
+                            task=task,
+                            agent=entry.agent,
+                            teacher=teacher,
+                            label_budget=label_budget,
+                            steps=self.steps_for(task),
+                            seed=seed,
+                            eval_every=self.eval_every,
+                            eval_episodes=self.eval_episodes,
+                            accuracy_pairs=self.accuracy_pairs,
+                            overrides=entry.overrides,
                         )
+                        out.append(Cell(self.name, entry.agent_name, run))
         return out
 
 
@@ -256,7 +230,7 @@ register_suite(
         "preference PPO vs true-reward PPO vs random",
         tasks=("pendulum", "halfcheetah"),
         agents=(
-            AgentEntry("pref-ppo", labels=(300,)),
+            AgentEntry("pref-ppo", label_budgets=(300,)),
             AgentEntry("ppo"),
             AgentEntry("random"),
         ),
@@ -274,7 +248,7 @@ register_suite(
         "+ true-reward TRPO and random (a cluster's job)",
         tasks=MUJOCO_TASKS,
         agents=(
-            AgentEntry("pref-trpo", labels=(350, 700, 1400)),
+            AgentEntry("pref-trpo", label_budgets=(350, 700, 1400)),
             AgentEntry("trpo"),
             AgentEntry("random"),
         ),
@@ -294,7 +268,7 @@ register_suite(
         "HalfCheetah, Hopper, InvertedPendulum, Reacher with PPO",
         tasks=("halfcheetah", "hopper", "inverted-pendulum", "reacher"),
         agents=(
-            AgentEntry("pref-ppo", labels=(350, 700, 1400)),
+            AgentEntry("pref-ppo", label_budgets=(350, 700, 1400)),
             AgentEntry("ppo"),
             AgentEntry("random"),
         ),
@@ -310,8 +284,6 @@ register_suite(
     )
 )
 
-ATARI_GAMES = ("beamrider", "breakout", "enduro", "pong", "qbert", "seaquest", "spaceinvaders")
-
 register_suite(
     Suite(
         name="christiano-atari",
@@ -319,7 +291,7 @@ register_suite(
         "+ true-reward A2C and random (a GPU machine's job)",
         tasks=ATARI_GAMES,
         agents=(
-            AgentEntry("pref-a2c-atari", labels=(3300, 5500, 10_000)),
+            AgentEntry("pref-a2c-atari", label_budgets=(3300, 5500, 10_000)),
             AgentEntry("a2c-atari"),
             AgentEntry("random"),
         ),
@@ -354,7 +326,7 @@ register_suite(
         tasks=("pong", "seaquest"),
         agents=(
             AgentEntry(
-                "pref-a2c-atari", labels=(500,), overrides=ATARI_CPU_OVERRIDES + ATARI_CPU_RL
+                "pref-a2c-atari", label_budgets=(500,), overrides=ATARI_CPU_OVERRIDES + ATARI_CPU_RL
             ),
             AgentEntry("a2c-atari", overrides=ATARI_CPU_RL),
             AgentEntry("random"),
@@ -379,7 +351,7 @@ register_suite(
         agents=(
             AgentEntry(
                 "pref-ppo",
-                labels=(700,),
+                label_budgets=(700,),
                 teachers=("oracle", "stochastic", "mistake", "skip", "equal", "myopic"),
             ),
             AgentEntry("ppo"),
@@ -397,7 +369,7 @@ register_suite(
         "true-reward PPO (the core loop's quality check)",
         tasks=("halfcheetah",),
         agents=(
-            AgentEntry("pref-ppo", labels=(1500,)),
+            AgentEntry("pref-ppo", label_budgets=(1500,)),
             AgentEntry("ppo"),
             AgentEntry("random"),
         ),

@@ -1,18 +1,10 @@
-"""One training run: build the agent, train it, evaluate it, write a run folder.
+"""One training run: check it, build the agent, train it, evaluate it, write its run folder.
 
-A run folder holds:
-
-* ``config.json``: the resolved run and agent config, seeds, versions, the command;
-* ``metrics.csv``: one row per evaluation point (long format): steps, labels used, true
-  return of the deterministic policy on fresh episodes, reward-model accuracy on fresh
-  oracle-labelled pairs from those episodes, wall time, and the agent's own metrics;
-* ``checkpoints/``: what the agent saves (policy, reward model, label dataset);
-* ``tb/``: TensorBoard curves of the evaluation metrics;
-* ``rl_log/``: the RL learner's own log (CSV and TensorBoard);
-* ``summary.json``: written last, so its presence marks a finished run.
-
-Every file is written to a temporary name and renamed into place, so a killed run never
-leaves a half-written file that reads as data.
+:func:`train` is orchestration only. The parts: the run folder's files
+(``benchmarks/run_folder.py``), the evaluator of the task's kind
+(``benchmarks/evaluation.py``), the agent (``agents/``), and :class:`RunRecorder`, which
+receives the agent's progress reports and records a metrics row whenever an evaluation
+is due.
 """
 
 from __future__ import annotations
@@ -21,337 +13,70 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
-from stable_baselines3.common.vec_env import VecEnv
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from prefbench.agents import AGENTS, Agent, RunContext
+from prefbench.agents import AGENTS, Agent, AgentSpec, RunContext
 from prefbench.agents.config import to_plain
 from prefbench.agents.device import resolve_device
 from prefbench.agents.protocol import PreferencePredictor, Resumable
+from prefbench.benchmarks.columns import (
+    LABELS_USED,
+    METRIC_COLUMNS,
+    RM_ACCURACY,
+    STEPS,
+    TRAIN_TIME,
+    TRUE_RETURN,
+    WALL_TIME,
+)
+from prefbench.benchmarks.evaluation import Evaluator, make_evaluator
+from prefbench.benchmarks.run_folder import (
+    ResumeStates,
+    finite_items,
+    keep_rows_until,
+    previous_resumes,
+    read_metrics,
+    resume_point,
+    run_logger,
+    run_name,
+    versions,
+    write_metrics,
+)
+from prefbench.benchmarks.run_spec import RunSpec, TrainConfig
 from prefbench.envs.data import CheckpointError
-from prefbench.envs.files import write_csv, write_json, write_text
-from prefbench.envs.rollout import make_vec_env, rollout
-from prefbench.envs.seeding import int31_seed, make_rng, stream_seed
-from prefbench.envs.segments import sample_clip_pairs
+from prefbench.envs.files import write_json
+from prefbench.envs.kinds import Budget, Task
+from prefbench.envs.seeding import make_rng, scoped_torch
 from prefbench.envs.tasks import get_task
-from prefbench.envs.teachers import BPREF_TEACHERS, BPrefTeacher, make_teacher
+from prefbench.envs.teachers import make_teacher
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """A single run.
+def check_run(spec: RunSpec) -> tuple[Task, AgentSpec]:
+    """Check every id and setting of a run before any work; returns its task and agent.
 
-    Attributes:
-        task: Task id or import path.
-        agent: Agent id or import path.
-        teacher: Teacher id or import path (ignored by agents without a teacher).
-        labels: Label budget.
-        steps: Environment steps.
-        seed: Run seed.
-        out: Parent folder of run folders.
-        device: Torch device for the reward model (``auto`` picks CUDA when present).
-        eval_every: Steps between evaluations (0: a tenth of ``steps``).
-        eval_episodes: Episodes per evaluation.
-        accuracy_pairs: Fresh oracle-labelled pairs per reward-model accuracy measurement.
-        threads: Torch CPU threads.
-        overrides: ``key=value`` agent config overrides.
-        progress: Show a progress bar.
-        run_name: Folder name under ``out`` (default: derived from task, agent, teacher,
-            labels and seed).
+    Raises:
+        UnknownIdError: Unknown task, agent or teacher.
+        TypeError: An import path that names no agent, task or teacher.
+        ConfigError / ValueError: A bad value (also inside ``--set`` overrides).
     """
-
-    task: str
-    agent: str
-    teacher: str = "oracle"
-    labels: int = 1500
-    steps: int = 300_000
-    seed: int = 0
-    out: Path = Path("runs")
-    device: str = "auto"
-    eval_every: int = 0
-    eval_episodes: int = 5
-    accuracy_pairs: int = 500
-    threads: int = 1
-    overrides: tuple[str, ...] = field(default_factory=tuple)
-    progress: bool = True
-    run_name: str = ""
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-            (self.labels >= 0, f"labels must be >= 0, got {self.labels}"),
-            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
-            (self.eval_every >= 0, f"eval-every must be >= 0, got {self.eval_every}"),
-            (self.eval_episodes >= 1, f"eval-episodes must be >= 1, got {self.eval_episodes}"),
-            (self.accuracy_pairs >= 1, f"accuracy-pairs must be >= 1, got {self.accuracy_pairs}"),
-            (self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and of the libraries that shape the numbers."""
-    import gymnasium
-    import sb3_contrib
-    import stable_baselines3
-
-    import prefbench
-
-    out = {
-        "python": platform.python_version(),
-        "prefbench": prefbench.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "gymnasium": gymnasium.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "sb3_contrib": sb3_contrib.__version__,
-        "platform": platform.platform(),
-    }
-    try:
-        import mujoco
-
-        out["mujoco"] = mujoco.__version__
-    except ImportError:
-        pass
-    out["git_commit"] = _git_commit()
-    return out
-
-
-def _git_commit() -> str:
-    """The source checkout's commit (with ``-dirty`` for local changes), or ``unknown``."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-
-    try:
-        head = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
-
-
-def safe_name(name: str) -> str:
-    """An id or import path made safe as a folder name (``pkg.mod:Name`` -> ``pkg.mod.Name``)."""
-    return name.replace(":", ".").replace("/", "_").replace("\\", "_")
-
-
-def run_name(cfg: TrainConfig, uses_teacher: bool) -> str:
-    """Folder name of a run: ``task-agent-teacher-labels-sSEED``."""
-    if uses_teacher:
-        return (
-            f"{safe_name(cfg.task)}-{safe_name(cfg.agent)}-{safe_name(cfg.teacher)}"
-            f"-{cfg.labels}-s{cfg.seed}"
-        )
-    return f"{safe_name(cfg.task)}-{safe_name(cfg.agent)}-s{cfg.seed}"
-
-
-class RunReporter:
-    """Evaluates the agent on schedule and writes ``metrics.csv``.
-
-    Args:
-        agent: The agent (evaluated through ``predict``).
-        cfg: The run config.
-        run_dir: Where ``metrics.csv`` goes.
-        logger: Progress log.
-        on_progress: Called with the step count at every report.
-    """
-
-    def __init__(
-        self,
-        agent: Agent,
-        cfg: TrainConfig,
-        run_dir: Path,
-        logger: logging.Logger,
-        on_progress: Callable[[int], None] | None = None,
-    ) -> None:
-        self.agent = agent
-        self.cfg = cfg
-        self.task = get_task(cfg.task)
-        self.run_dir = run_dir
-        self.logger = logger
-        self.every = cfg.eval_every or max(1, cfg.steps // 10)
-        self.next_eval = 0
-        self.rows: list[dict[str, Any]] = []
-        self.start = time.perf_counter()
-        self.eval_time = 0.0
-        self._latest: dict[str, float] = {}
-        self._labels = 0
-        self._model: PreferencePredictor | None = None
-        self._oracle = BPrefTeacher(BPREF_TEACHERS["oracle"], make_rng(cfg.seed, "accuracy_oracle"))
-        self._pair_rng = make_rng(cfg.seed, "accuracy_pairs")
-        self._eval_round = 0
-        self._step = 0
-        self._eval_env: VecEnv | None = None
-        self.on_progress = on_progress
-        self._tb = SummaryWriter(str(run_dir / "tb"))
-        self.bar = tqdm(
-            total=cfg.steps,
-            unit="step",
-            disable=not cfg.progress,
-            dynamic_ncols=True,
-            desc=run_dir.name,
-            file=sys.stderr,
-        )
-
-    def report(
-        self,
-        step: int,
-        *,
-        labels: int = 0,
-        reward_model: PreferencePredictor | None = None,
-        metrics: Mapping[str, float] | None = None,
-    ) -> None:
-        """See :class:`prefbench.agents.protocol.Reporter`."""
-        # NaN in a metric means "not available" (e.g. no held-out labels yet); losses
-        # that diverge are caught where they are computed.
-        for key, value in (metrics or {}).items():
-            self._latest[key] = float(value)
-        self._labels = labels
-        self._model = reward_model
-        self._step = step
-        self.bar.update(max(0, min(step, self.cfg.steps) - self.bar.n))
-        if self.on_progress is not None:
-            self.on_progress(step)
-        if step >= self.next_eval:
-            self._evaluate(step)
-            self.next_eval = (step // self.every + 1) * self.every
-
-    def _save_state(self, step: int) -> None:
-        """Let a resumable agent save its state; keep only the newest one."""
-        if not isinstance(self.agent, Resumable) or step >= self.cfg.steps:
-            return
-        root = self.run_dir / RESUME_DIR
-        name = f"step-{step:012d}"
-        target = root / name
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        self.agent.save_state(target)
-        write_text(root / "latest", name)
-        for old in root.iterdir():
-            if old.is_dir() and old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
-
-    def resume(self, step: int) -> None:
-        """Continue after a restored ``step``: keep earlier metrics rows, drop later ones."""
-        path = self.run_dir / "metrics.csv"
-        rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
-        self.rows = [r for r in rows if r["step"] <= step]
-        write_csv(path, self.rows)
-        self._eval_round = len(self.rows)
-        self._step = step
-        self.next_eval = (step // self.every + 1) * self.every
-        if self.rows:
-            last = self.rows[-1]
-            self.start = time.perf_counter() - float(last["wall_time"])
-            self.eval_time = float(last["wall_time"]) - float(last["train_time"])
-            self._labels = int(last["labels"])
-            base = {
-                "step",
-                "labels",
-                "eval_true_return",
-                "eval_true_return_std",
-                "rm_accuracy",
-                "wall_time",
-                "train_time",
-            }
-            self._latest = {k: float(v) for k, v in last.items() if k not in base}
-        self.bar.update(min(step, self.cfg.steps))
-
-    def finish(self) -> None:
-        """Evaluate the trained agent as it ended, then close the bar.
-
-        Learners report before their last update, so the final policy gets its own
-        evaluation; it replaces a row taken at the same step.
-        """
-        if self.rows and self.rows[-1]["step"] == self._step:
-            self.rows.pop()
-        self._evaluate(self._step)
-        self.close()
-
-    def close(self) -> None:
-        """Release the evaluation environments and the progress bar."""
-        if self._eval_env is not None:
-            self._eval_env.close()
-            self._eval_env = None
-        self._tb.close()
-        self.bar.close()
-
-    def _evaluate(self, step: int) -> None:
-        t0 = time.perf_counter()
-        seed = int31_seed(self.cfg.seed, f"eval{self._eval_round}")
-        self._eval_round += 1
-        if self._eval_env is None:
-            self._eval_env = make_vec_env(self.task, self.cfg.eval_episodes, seed)
-        self._eval_env.seed(seed)
-        trajs = rollout(self._eval_env, self.agent.predict, frame_stack=self.task.frame_stack)
-        returns = [t.true_return for t in trajs]
-        accuracy = math.nan
-        if self._model is not None:
-            clip = self.task.clip_length
-            pairs = sample_clip_pairs(trajs, self.cfg.accuracy_pairs, clip, self._pair_rng)
-            accuracy = self._model.preference_accuracy(pairs, self._oracle.label(pairs).prefs)
-        self.eval_time += time.perf_counter() - t0
-        wall = time.perf_counter() - self.start
-        row = {
-            "step": step,
-            "labels": self._labels,
-            "eval_true_return": float(np.mean(returns)),
-            "eval_true_return_std": float(np.std(returns)),
-            "rm_accuracy": accuracy,
-            "wall_time": wall,
-            "train_time": wall - self.eval_time,
-            **self._latest,
-        }
-        self.rows.append(row)
-        self._save_state(step)
-        for key, value in row.items():
-            if key != "step" and math.isfinite(value):
-                self._tb.add_scalar(f"eval/{key}", value, step)
-        self._tb.flush()
-        write_csv(self.run_dir / "metrics.csv", self.rows)
-        self.bar.set_postfix(
-            ret=f"{row['eval_true_return']:.1f}", acc=f"{accuracy:.2f}", labels=self._labels
-        )
-        self.logger.info(
-            "step %d labels %d true return %.2f rm accuracy %.3f",
-            step,
-            self._labels,
-            row["eval_true_return"],
-            accuracy,
-        )
-
-
-def _logger(run_dir: Path) -> logging.Logger:
-    logger = logging.getLogger(f"prefbench.run.{run_dir.name}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-        h.close()
-    handler = logging.FileHandler(run_dir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    logger.addHandler(handler)
-    return logger
+    task = get_task(spec.task)
+    agent = AGENTS.get(spec.agent)
+    Budget.for_task(task, spec.steps)
+    agent.configure(spec.overrides)
+    if agent.uses_teacher:
+        make_teacher(spec.teacher, make_rng(0, "check"))
+        if spec.label_budget < 1:
+            raise ValueError(
+                f"agent {spec.agent!r} needs a label budget >= 1, got {spec.label_budget}"
+            )
+    return task, agent
 
 
 def train(
@@ -368,115 +93,243 @@ def train(
     numbers differ from an uninterrupted run); otherwise it is cleared and started over.
 
     Raises:
-        UnknownIdError: Unknown task, agent or teacher.
-        ConfigError / ValueError: Bad values.
+        UnknownIdError / TypeError / ConfigError / ValueError: Bad input (see
+            :func:`check_run`), before anything is written.
         FloatingPointError: A NaN loss.
     """
-    task = get_task(cfg.task)
-    spec = AGENTS.get(cfg.agent)
-    if spec.uses_teacher:
-        make_teacher(cfg.teacher, make_rng(0, "check"))  # validate the id before any work
-        if cfg.labels < 1:
-            raise ValueError(f"agent {cfg.agent!r} needs labels >= 1, got {cfg.labels}")
+    spec = cfg.spec
+    task, agent_spec = check_run(spec)
     device = str(resolve_device(cfg.device))
-    run_dir = cfg.out / (cfg.run_name or run_name(cfg, spec.uses_teacher))
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        return json.loads(summary_path.read_text())
-    state_dir = _resume_point(run_dir, cfg)
+    run_dir = cfg.out / (cfg.run_name or run_name(spec, agent_spec.uses_teacher))
+    if (run_dir / "summary.json").is_file():
+        return json.loads((run_dir / "summary.json").read_text())
+    record = to_plain(cfg)
+    state_dir = resume_point(run_dir, record)
     if state_dir is None:
-        try:
-            cfg.out.mkdir(parents=True, exist_ok=True)
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            run_dir.mkdir()
-        except OSError as exc:
-            raise ValueError(f"cannot write to {cfg.out}: {exc.strerror or exc}") from exc
-    torch.set_num_threads(cfg.threads)
-    logger = _logger(run_dir)
+        _fresh_folder(run_dir)
+    logger = run_logger(run_dir)
     ctx = RunContext(
         task=task,
-        seed=cfg.seed,
-        total_steps=cfg.steps,
-        label_budget=cfg.labels if spec.uses_teacher else 0,
+        seed=spec.seed,
+        budget=Budget.for_task(task, spec.steps),
+        label_budget=spec.label_budget if agent_spec.uses_teacher else 0,
         device=device,
         run_dir=run_dir,
         logger=logger,
     )
     teacher = (
-        make_teacher(cfg.teacher, make_rng(cfg.seed, "teacher")) if spec.uses_teacher else None
+        make_teacher(spec.teacher, make_rng(spec.seed, "teacher"))
+        if agent_spec.uses_teacher
+        else None
     )
-    torch.manual_seed(stream_seed(cfg.seed, "torch_global"))
-    agent = spec.build(ctx, teacher, cfg.overrides)
-    config_record = {
-        "run": to_plain(cfg),
-        "agent_config": to_plain(getattr(agent, "config", None)),
-        "clip_length": task.clip_length,
-        "device": device,
-        "versions": versions(),
-        "command": command or " ".join(sys.argv),
-        "cwd": os.getcwd(),
-    }
-    reporter = RunReporter(agent, cfg, run_dir, logger, on_progress)
-    if state_dir is not None:
+    with scoped_torch(spec.seed, cfg.threads):
+        agent = agent_spec.build(ctx, teacher, spec.overrides)
+        recorder = RunRecorder(
+            agent, make_evaluator(task, spec), run_dir, spec, logger, cfg.progress, on_progress
+        )
+        config_record = {
+            "run": record,
+            "agent_config": to_plain(getattr(agent, "config", None)),
+            "task_kind": task.kind,
+            "budget": to_plain(ctx.budget),
+            "clip_length": getattr(task, "clip_length", None),
+            "device": device,
+            "versions": versions(),
+            "command": command or " ".join(sys.argv),
+            "cwd": os.getcwd(),
+        }
+        if state_dir is not None:
+            try:
+                step = agent.load_state(state_dir)  # type: ignore[attr-defined]
+            except CheckpointError as exc:
+                recorder.close()
+                logger.warning("cannot resume (%s); starting over", exc)
+                ResumeStates(run_dir).clear()
+                return train(cfg, command, on_progress)
+            recorder.resume(step)
+            logger.info("resumed at step %d from %s", step, state_dir)
+            config_record["resumed_at"] = [*previous_resumes(run_dir), step]
+        write_json(run_dir / "config.json", config_record)
         try:
-            step = agent.load_state(state_dir)  # type: ignore[attr-defined]
-        except CheckpointError as exc:
-            reporter.close()
-            logger.warning("cannot resume (%s); starting over", exc)
-            shutil.rmtree(state_dir.parent)
-            return train(cfg, command, on_progress)
-        reporter.resume(step)
-        logger.info("resumed at step %d from %s", step, state_dir)
-        config_record["resumed_at"] = [*_previous_resumes(run_dir), step]
-    write_json(run_dir / "config.json", config_record)
-    try:
-        agent.learn(reporter)
-        reporter.finish()
-    finally:
-        reporter.close()
-    agent.save(run_dir / "checkpoints")
-    final = reporter.rows[-1]
+            agent.learn(recorder)
+            recorder.finish()
+        finally:
+            recorder.close()
+        agent.save(run_dir / "checkpoints")
+    final = recorder.rows[-1]
     summary = {
-        "task": cfg.task,
-        "agent": cfg.agent,
-        "teacher": cfg.teacher if spec.uses_teacher else None,
-        "labels": final["labels"],
+        "task": spec.task,
+        "agent": spec.agent,
+        "teacher": spec.teacher if agent_spec.uses_teacher else None,
+        LABELS_USED: final[LABELS_USED],
         "label_budget": ctx.label_budget,
-        "seed": cfg.seed,
-        "steps": final["step"],
-        "final_true_return": final["eval_true_return"],
-        "final_rm_accuracy": final["rm_accuracy"],
-        "wall_time": time.perf_counter() - reporter.start,
-        "train_time": final["train_time"],
-        "eval_time": reporter.eval_time,
+        "seed": spec.seed,
+        STEPS: final[STEPS],
+        "budget_unit": ctx.budget.unit,
+        "final_true_return": final[TRUE_RETURN],
+        "final_rm_accuracy": final[RM_ACCURACY],
+        WALL_TIME: time.perf_counter() - recorder.start,
+        TRAIN_TIME: final[TRAIN_TIME],
+        "eval_time": recorder.eval_time,
         "run_dir": str(run_dir),
     }
-    write_json(summary_path, summary)
-    shutil.rmtree(run_dir / RESUME_DIR, ignore_errors=True)  # checkpoints/ holds the end state
+    write_json(run_dir / "summary.json", summary)
+    ResumeStates(run_dir).clear()  # checkpoints/ holds the end state
     return summary
 
 
-RESUME_DIR = "resume"
-
-
-def _resume_point(run_dir: Path, cfg: TrainConfig) -> Path | None:
-    """The saved state to continue an unfinished run from, if any and if configs match."""
-    latest = run_dir / RESUME_DIR / "latest"
+def _fresh_folder(run_dir: Path) -> None:
+    """An empty ``run_dir`` (an old unfinished attempt is removed)."""
     try:
-        previous = json.loads((run_dir / "config.json").read_text())["run"]
-        state_dir = run_dir / RESUME_DIR / latest.read_text().strip()
-    except (OSError, KeyError, TypeError, json.JSONDecodeError):
-        return None
-    mine = json.loads(json.dumps(to_plain(cfg), default=str))
-    same = {k: v for k, v in previous.items() if k != "progress"} == {
-        k: v for k, v in mine.items() if k != "progress"
-    }
-    return state_dir if same and state_dir.is_dir() else None
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir()
+    except OSError as exc:
+        raise ValueError(f"cannot write to {run_dir.parent}: {exc.strerror or exc}") from exc
 
 
-def _previous_resumes(run_dir: Path) -> list[int]:
-    try:
-        return list(json.loads((run_dir / "config.json").read_text()).get("resumed_at", []))
-    except (OSError, json.JSONDecodeError):
-        return []
+class RunRecorder:
+    """The agent's reporter: records a metrics row whenever an evaluation is due.
+
+    Evaluations fall every ``spec.eval_interval`` budget units (at the first report at or
+    past each multiple). A row holds the evaluator's metrics, the labels used, wall and
+    training time (wall time less evaluation), and the agent's latest own metrics; after
+    it the agent's resumable state is saved (except at the end, where ``checkpoints/``
+    takes over).
+
+    Args:
+        agent: The agent (evaluated through ``predict``).
+        evaluator: The evaluator of the task's kind.
+        run_dir: The run folder.
+        spec: The run.
+        logger: Progress log.
+        progress: Show a progress bar.
+        on_progress: Called with the step count at every report.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        evaluator: Evaluator,
+        run_dir: Path,
+        spec: RunSpec,
+        logger: logging.Logger,
+        progress: bool = True,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.evaluator = evaluator
+        self.run_dir = run_dir
+        self.spec = spec
+        self.logger = logger
+        self.on_progress = on_progress
+        self.states = ResumeStates(run_dir) if isinstance(agent, Resumable) else None
+        self.rows: list[dict[str, Any]] = []
+        self.start = time.perf_counter()
+        self.eval_time = 0.0
+        self.next_eval = 0
+        self._latest: dict[str, float] = {}
+        self._labels_used = 0
+        self._model: PreferencePredictor | None = None
+        self._step = 0
+        self._rounds = 0  # evaluations so far (a replaced row still used its round's seed)
+        self._tb = SummaryWriter(str(run_dir / "tb"))
+        self.bar = tqdm(
+            total=spec.steps,
+            unit="step",
+            disable=not progress,
+            dynamic_ncols=True,
+            desc=run_dir.name,
+            file=sys.stderr,
+        )
+
+    def report(
+        self,
+        step: int,
+        *,
+        labels_used: int = 0,
+        reward_model: PreferencePredictor | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> None:
+        """See :class:`prefbench.agents.protocol.Reporter`."""
+        # NaN in a metric means "not available" (e.g. no held-out labels yet); losses
+        # that diverge are caught where they are computed.
+        for key, value in (metrics or {}).items():
+            self._latest[key] = float(value)
+        self._labels_used = labels_used
+        self._model = reward_model
+        self._step = step
+        self.bar.update(max(0, min(step, self.spec.steps) - self.bar.n))
+        if self.on_progress is not None:
+            self.on_progress(step)
+        if step >= self.next_eval:
+            self._record(step)
+            self.next_eval = (step // self.spec.eval_interval + 1) * self.spec.eval_interval
+
+    def resume(self, step: int) -> None:
+        """Continue after a restored ``step``: keep earlier metrics rows, drop later ones."""
+        self.rows = keep_rows_until(read_metrics(self.run_dir), step)
+        write_metrics(self.run_dir, self.rows)
+        self._step = step
+        self._rounds = len(self.rows)
+        self.next_eval = (step // self.spec.eval_interval + 1) * self.spec.eval_interval
+        if self.rows:
+            last = self.rows[-1]
+            self.start = time.perf_counter() - float(last[WALL_TIME])
+            self.eval_time = float(last[WALL_TIME]) - float(last[TRAIN_TIME])
+            self._labels_used = int(last[LABELS_USED])
+            self._latest = {k: float(v) for k, v in last.items() if k not in METRIC_COLUMNS}
+        self.bar.update(min(step, self.spec.steps))
+
+    def finish(self) -> None:
+        """Evaluate the trained agent as it ended.
+
+        Learners report before their last update, so the final policy gets its own
+        evaluation; it replaces a row taken at the same step.
+        """
+        if self.rows and self.rows[-1][STEPS] == self._step:
+            self.rows.pop()
+        self._record(self._step)
+
+    def close(self) -> None:
+        """Release the evaluator, TensorBoard writer and progress bar."""
+        self.evaluator.close()
+        self._tb.close()
+        self.bar.close()
+
+    def _record(self, step: int) -> None:
+        t0 = time.perf_counter()
+        scores = self.evaluator.evaluate(self.agent, self._model, self._rounds)
+        self._rounds += 1
+        self.eval_time += time.perf_counter() - t0
+        wall = time.perf_counter() - self.start
+        row = {
+            STEPS: step,
+            LABELS_USED: self._labels_used,
+            **scores,
+            WALL_TIME: wall,
+            TRAIN_TIME: wall - self.eval_time,
+            **self._latest,
+        }
+        self.rows.append(row)
+        if self.states is not None and step < self.spec.steps:
+            self.states.save(self.agent, step)  # type: ignore[arg-type]
+        for key, value in finite_items(row).items():
+            if key != STEPS:
+                self._tb.add_scalar(f"eval/{key}", value, step)
+        self._tb.flush()
+        write_metrics(self.run_dir, self.rows)
+        accuracy = row.get(RM_ACCURACY, math.nan)
+        self.bar.set_postfix(
+            ret=f"{row.get(TRUE_RETURN, math.nan):.1f}",
+            acc=f"{accuracy:.2f}",
+            labels=self._labels_used,
+        )
+        self.logger.info(
+            "step %d labels %d true return %.2f rm accuracy %.3f",
+            step,
+            self._labels_used,
+            row.get(TRUE_RETURN, math.nan),
+            accuracy,
+        )

@@ -1,7 +1,5 @@
-"""Tasks, wrappers, data types, clip sampling and synthetic teachers.
+"""Tasks, task kinds, wrappers, data types, clip sampling and synthetic teachers.
 
-Importing this package registers the built-in tasks (MuJoCo, Pendulum and the Atari
-games; Atari environments need the ``atari`` extra only when built).
+The task registry (``prefbench.envs.tasks.TASKS``) lists the built-in tasks without
+importing what they need: MuJoCo and the Atari emulator load when an environment is built.
 """
-
-from prefbench.envs import atari, tasks  # noqa: F401  (registers the built-in tasks)

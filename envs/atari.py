@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from prefbench.envs.tasks import TaskSpec, register_task
+from prefbench.envs.tasks import TaskSpec
 
 #: Agent steps per clip on Atari (the paper).
 ATARI_CLIP_STEPS = 25
@@ -116,10 +116,19 @@ def atari_task(task_id: str, game: str, mask: ScoreMask) -> TaskSpec:
         preprocess=_preprocess(mask),
         frame_stack=4,
         stochastic_eval=True,
+        extra="atari",
     )
 
 
-ATARI_TASKS: dict[str, TaskSpec] = {}
-for _game, _mask in SCORE_MASKS.items():
-    _spec = atari_task(_game.lower(), _game, _mask)
-    ATARI_TASKS[_spec.id] = register_task(_spec)
+# One constant per game: the task registry's lazy entries name them.
+BEAMRIDER = atari_task("beamrider", "BeamRider", SCORE_MASKS["BeamRider"])
+BREAKOUT = atari_task("breakout", "Breakout", SCORE_MASKS["Breakout"])
+ENDURO = atari_task("enduro", "Enduro", SCORE_MASKS["Enduro"])
+PONG = atari_task("pong", "Pong", SCORE_MASKS["Pong"])
+QBERT = atari_task("qbert", "Qbert", SCORE_MASKS["Qbert"])
+SEAQUEST = atari_task("seaquest", "Seaquest", SCORE_MASKS["Seaquest"])
+SPACEINVADERS = atari_task("spaceinvaders", "SpaceInvaders", SCORE_MASKS["SpaceInvaders"])
+#: The games by task id.
+ATARI_TASKS: dict[str, TaskSpec] = {
+    t.id: t for t in (BEAMRIDER, BREAKOUT, ENDURO, PONG, QBERT, SEAQUEST, SPACEINVADERS)
+}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -59,6 +59,11 @@ def instance_of(cls: type[T]) -> Callable[[object, str], T]:
 class Registry(Generic[T]):
     """Maps ids to entries; ids containing ``:`` are resolved as import paths.
 
+    An entry registered as a string ``"package.module:attr"`` is lazy, as Gymnasium's entry
+    points are: its module is imported on the first :meth:`get`, so listing ids (and the
+    metadata given at registration, :meth:`info`) imports nothing, and an entry whose
+    module needs an optional extra costs nothing until it is used.
+
     Args:
         kind: What the entries are ("task", "teacher", "agent"), used in error messages.
         from_import: Turns an imported object into an entry (and validates it); defaults
@@ -67,33 +72,53 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, from_import: Callable[[object, str], T] | None = None) -> None:
         self.kind = kind
-        self._entries: dict[str, T] = {}
+        self._entries: dict[str, T | str] = {}
+        self._info: dict[str, dict[str, Any]] = {}
         self._from_import = from_import
 
-    def register(self, name: str, entry: T, *, overwrite: bool = False) -> T:
-        """Register ``entry`` under ``name`` and return it."""
+    def register(self, name: str, entry: T | str, *, overwrite: bool = False, **info: Any) -> None:
+        """Register ``entry`` (or the lazy import path ``entry``) under ``name``.
+
+        Args:
+            name: The id; non-empty, without ``:``.
+            entry: The entry, or ``"package.module:attr"`` naming it.
+            overwrite: Replace an entry already registered under ``name``.
+            **info: Metadata shown by listings without resolving the entry.
+        """
         if not name or ":" in name:
             raise ValueError(f"invalid {self.kind} id {name!r}: ids are non-empty and have no ':'")
         if name in self._entries and not overwrite:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = entry
-        return entry
+        self._info[name] = dict(info)
 
     def get(self, name: str) -> T:
         """Return the entry for ``name`` or for the import path ``name``.
 
         Raises:
             UnknownIdError: One line naming the valid choices.
+            TypeError: If an imported object is not a valid entry.
         """
         if name in self._entries:
-            return self._entries[name]
+            entry = self._entries[name]
+            if isinstance(entry, str):
+                entry = self._import(entry)
+                self._entries[name] = entry
+            return entry
         if ":" in name:
-            obj = import_object(name)
-            return self._from_import(obj, name) if self._from_import else obj  # type: ignore[return-value]
+            return self._import(name)
         raise UnknownIdError(
             f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())} "
             f"(or an import path 'package.module:Name')"
         )
+
+    def _import(self, path: str) -> T:
+        obj = import_object(path)
+        return self._from_import(obj, path) if self._from_import else obj  # type: ignore[return-value]
+
+    def info(self, name: str) -> dict[str, Any]:
+        """The metadata registered with ``name`` (empty for import paths)."""
+        return dict(self._info.get(name, {}))
 
     def names(self) -> list[str]:
         """Registered ids, sorted."""

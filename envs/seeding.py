@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -35,3 +37,23 @@ def make_torch_generator(
     gen = torch.Generator(device=device)
     gen.manual_seed(stream_seed(seed, stream))
     return gen
+
+
+@contextmanager
+def scoped_torch(seed: int, threads: int) -> Iterator[None]:
+    """Seed torch's global CPU generator and set its threads for the ``with`` block only.
+
+    Both are restored afterwards (also on an exception).
+
+    Libraries that draw from torch's global generator (SB3 policy initialisation) then
+    give the same numbers for the same run seed, and a run inside a longer process (a
+    test, a notebook) leaves that process's torch settings as it found them.
+    """
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stream_seed(seed, "torch_global"))
+            yield
+    finally:
+        torch.set_num_threads(old_threads)

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 
@@ -97,7 +97,7 @@ class FixedLengthEpisode(gym.Wrapper):
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A registered task.
+    """A control task: a Gymnasium environment the agent acts in (kind ``control``).
 
     Attributes:
         id: Short id used on the command line (``halfcheetah``).
@@ -119,7 +119,10 @@ class TaskSpec:
         frame_stack: Stack this many observations, outside the fixed-length edit (0: none).
         stochastic_eval: Evaluate learned policies by sampling their actions (the usual
             Atari protocol: a deterministic policy can stall a game, e.g. never serving).
+        extra: The ``prefbench[...]`` extra its environment needs (``""``: none).
     """
+
+    kind: ClassVar[str] = "control"
 
     id: str
     env_id: str
@@ -136,6 +139,7 @@ class TaskSpec:
     preprocess: Callable[[gym.Env], gym.Env] | None = None
     frame_stack: int = 0
     stochastic_eval: bool = False
+    extra: str = ""
 
     def make(self, *, fixed_length: bool | None = None, render_mode: str | None = None) -> gym.Env:
         """Build one environment instance.
@@ -205,7 +209,8 @@ TASKS: Registry[TaskSpec] = Registry("task", instance_of(TaskSpec))
 
 def register_task(spec: TaskSpec) -> TaskSpec:
     """Add a task to the registry under ``spec.id``."""
-    return TASKS.register(spec.id, spec)
+    TASKS.register(spec.id, spec, extra=spec.extra)
+    return spec
 
 
 def get_task(name: str) -> TaskSpec:
@@ -215,17 +220,28 @@ def get_task(name: str) -> TaskSpec:
 
 # Christiano et al. 2017's eight MuJoCo tasks (Gymnasium v5), plus Pendulum-v1 for fast tests.
 for _spec in (
-    TaskSpec("hopper", "Hopper-v5", 1000, can_terminate=True),
-    TaskSpec("walker2d", "Walker2d-v5", 1000, can_terminate=True),
-    TaskSpec("swimmer", "Swimmer-v5", 1000, entropy_coef=0.001),
-    TaskSpec("halfcheetah", "HalfCheetah-v5", 1000),
-    TaskSpec("ant", "Ant-v5", 1000, can_terminate=True),
-    TaskSpec("reacher", "Reacher-v5", 50),
-    TaskSpec("inverted-pendulum", "InvertedPendulum-v5", 1000, can_terminate=True),
-    TaskSpec("inverted-double-pendulum", "InvertedDoublePendulum-v5", 1000, can_terminate=True),
+    TaskSpec("hopper", "Hopper-v5", 1000, can_terminate=True, extra="mujoco"),
+    TaskSpec("walker2d", "Walker2d-v5", 1000, can_terminate=True, extra="mujoco"),
+    TaskSpec("swimmer", "Swimmer-v5", 1000, entropy_coef=0.001, extra="mujoco"),
+    TaskSpec("halfcheetah", "HalfCheetah-v5", 1000, extra="mujoco"),
+    TaskSpec("ant", "Ant-v5", 1000, can_terminate=True, extra="mujoco"),
+    TaskSpec("reacher", "Reacher-v5", 50, extra="mujoco"),
+    TaskSpec("inverted-pendulum", "InvertedPendulum-v5", 1000, can_terminate=True, extra="mujoco"),
+    TaskSpec(
+        "inverted-double-pendulum",
+        "InvertedDoublePendulum-v5",
+        1000,
+        can_terminate=True,
+        extra="mujoco",
+    ),
     TaskSpec("pendulum", "Pendulum-v1", 200),
 ):
     register_task(_spec)
+
+#: The paper's seven Atari games (``prefbench.envs.atari``), registered lazily.
+ATARI_GAMES = ("beamrider", "breakout", "enduro", "pong", "qbert", "seaquest", "spaceinvaders")
+for _game in ATARI_GAMES:
+    TASKS.register(_game, f"prefbench.envs.atari:{_game.upper()}", extra="atari")
 
 
 def clip_length_for(dt: float, seconds: float = CLIP_SECONDS) -> int:

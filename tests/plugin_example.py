@@ -23,7 +23,7 @@ class MyAgent:
     def learn(self, reporter):
         reporter.report(0)
         self.learned = True
-        reporter.report(self.ctx.total_steps, metrics={"plugin_metric": 1.5})
+        reporter.report(self.ctx.budget.amount, metrics={"plugin_metric": 1.5})
 
     def predict(self, obs):
         return np.repeat(self.action_space.high[None], len(obs), axis=0)
@@ -77,7 +77,7 @@ def _entries():
     from prefbench.benchmarks.suites import AgentEntry
 
     return (
-        AgentEntry("pref-ppo", labels=(10, 20), overrides=_TINY_PREF),
+        AgentEntry("pref-ppo", label_budgets=(10, 20), overrides=_TINY_PREF),
         AgentEntry("ppo", overrides=_TINY_RL),
         AgentEntry("random"),
     )
@@ -92,7 +92,7 @@ def _crash_entries():
     from prefbench.benchmarks.suites import AgentEntry
 
     return (
-        AgentEntry("plugin_example:CrashingAgent", label="crash"),
+        AgentEntry("plugin_example:CrashingAgent", name="crash"),
         AgentEntry("ppo", overrides=_TINY_RL),
         AgentEntry("random"),
     )
@@ -104,7 +104,7 @@ CRASH_SUITE = _suite("crash", _crash_entries(), seeds=1)
 def _zero_budget_entries():
     from prefbench.benchmarks.suites import AgentEntry
 
-    return (AgentEntry("pref-ppo", labels=(0,)), AgentEntry("random"))
+    return (AgentEntry("pref-ppo", label_budgets=(0,)), AgentEntry("random"))
 
 
 ZERO_BUDGET_SUITE = _suite("zero-budget", _zero_budget_entries())

@@ -311,7 +311,7 @@ def test_tiny_preference_run_on_pong(tmp_path):
         tmp_path,
         "pref-a2c-atari",
         task="pong",
-        labels=30,
+        label_budget=30,
         steps=320,
         eval_every=320,
         overrides=(
@@ -326,7 +326,7 @@ def test_tiny_preference_run_on_pong(tmp_path):
     summary = train(cfg)
     run_dir = tmp_path / "pong-pref-a2c-atari-oracle-30-s0"
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    assert metrics["step"].iloc[-1] >= 320 and metrics["labels"].iloc[-1] == 30
+    assert metrics["steps"].iloc[-1] >= 320 and metrics["labels_used"].iloc[-1] == 30
     assert -21 <= summary["final_true_return"] <= 21
     assert 0 <= summary["final_rm_accuracy"] <= 1
     labels = load_dataset(run_dir / "checkpoints" / "labels.npz")

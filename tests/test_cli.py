@@ -24,7 +24,7 @@ def test_list_tasks(capsys):
     for name in TASKS:
         assert any(line.split()[0] == name for line in lines[1:])
     pendulum = next(line for line in lines if line.startswith("pendulum "))
-    assert pendulum.split() == ["pendulum", "Pendulum-v1", "200", "30"]
+    assert pendulum.split() == ["pendulum", "control", "Pendulum-v1", "200", "30"]
 
 
 def test_list_agents(capsys):

@@ -8,6 +8,7 @@ from prefbench.agents.baselines import RandomAgent, TrueRewardAgent
 from prefbench.agents.config import ConfigError, apply_overrides, to_plain
 from prefbench.agents.preference import PreferenceAgent, PreferenceAgentConfig
 from prefbench.agents.rl import RLConfig
+from prefbench.envs.kinds import Budget
 from prefbench.envs.registry import Registry, UnknownIdError, import_object
 from prefbench.envs.tasks import TASKS, TaskSpec, get_task
 
@@ -114,7 +115,8 @@ def test_registry_get_register_and_errors():
     assert "a" in reg and "c" not in reg
     with pytest.raises(ValueError, match="already registered"):
         reg.register("a", 3)
-    assert reg.register("a", 3, overwrite=True) == 3 and reg.get("a") == 3
+    reg.register("a", 3, overwrite=True)
+    assert reg.get("a") == 3
     for bad in ("", "x:y"):
         with pytest.raises(ValueError):
             reg.register(bad, 0)
@@ -167,7 +169,7 @@ def _ctx(tmp_path):
     return RunContext(
         task=get_task("pendulum"),
         seed=0,
-        total_steps=10,
+        budget=Budget(10, "env_steps"),
         label_budget=0,
         device="cpu",
         run_dir=tmp_path,
@@ -196,7 +198,7 @@ def test_user_agent_plugs_in_by_import_path(monkeypatch, tmp_path):
 
 
 def test_label_schedule():
-    from prefbench.agents.preference import label_schedule
+    from prefbench.agents.schedule import label_schedule
 
     total, budget = 10_000, 100
     counts = [label_schedule(s, total, budget, 25, 2e6) for s in range(0, total + 1, 500)]

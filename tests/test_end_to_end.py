@@ -9,7 +9,9 @@ from tiny import tiny_config
 
 from prefbench.agents.device import resolve_device
 from prefbench.agents.reward_checkpoint import load_reward_model
-from prefbench.benchmarks.train import TrainConfig, run_name, train
+from prefbench.benchmarks.run_folder import run_name
+from prefbench.benchmarks.run_spec import RunSpec, TrainConfig
+from prefbench.benchmarks.train import train
 from prefbench.envs.data import load_dataset
 
 TESTS_DIR = Path(__file__).parent
@@ -20,7 +22,7 @@ PREF_OVERRIDES = (
     "loop.random_steps=1000",
     "loop.initial_epochs=2",
 )
-COMPARED = ["step", "labels", "eval_true_return", "rm_accuracy"]
+COMPARED = ["steps", "labels_used", "true_return", "rm_accuracy"]
 
 
 def pref_config(out: Path) -> TrainConfig:
@@ -44,7 +46,8 @@ def test_run_folder_contents(pref_run):
     assert not list(run_dir.glob("*.tmp*"))
 
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["run"]["task"] == "pendulum" and config["run"]["labels"] == 40
+    spec = config["run"]["spec"]
+    assert spec["task"] == "pendulum" and spec["label_budget"] == 40
     assert config["agent_config"]["rl"]["n_envs"] == 2
     assert config["agent_config"]["rl"]["n_steps"] == 256
     assert config["agent_config"]["loop"]["update_every"] == 512
@@ -55,7 +58,7 @@ def test_run_folder_contents(pref_run):
 
     stored = json.loads((run_dir / "summary.json").read_text())
     assert stored["run_dir"] == str(run_dir)
-    assert stored["labels"] == 40 and stored["label_budget"] == 40
+    assert stored["labels_used"] == 40 and stored["label_budget"] == 40
     assert stored["steps"] == summary["steps"] >= 2048
     assert stored["teacher"] == "oracle"
     assert math.isfinite(stored["final_true_return"])
@@ -66,18 +69,18 @@ def test_metrics_csv(pref_run):
     _, summary, run_dir = pref_run
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert len(metrics) >= 3
-    steps = metrics["step"].to_numpy()
-    labels = metrics["labels"].to_numpy()
+    steps = metrics["steps"].to_numpy()
+    labels = metrics["labels_used"].to_numpy()
     assert steps[0] == 0 and np.all(np.diff(steps) > 0)
     assert np.all(np.diff(labels) >= 0)
     assert labels[0] == 10  # 25% of the budget before RL starts
     assert labels[-1] == 40
     acc = metrics["rm_accuracy"].to_numpy()
     assert np.all((acc >= 0) & (acc <= 1))
-    assert np.all(np.isfinite(metrics["eval_true_return"]))
-    assert np.all(metrics["eval_true_return"] < 0)  # pendulum rewards are never positive
+    assert np.all(np.isfinite(metrics["true_return"]))
+    assert np.all(metrics["true_return"] < 0)  # pendulum rewards are never positive
     assert {"rm_train_loss", "rm_val_loss", "wall_time", "train_time"} <= set(metrics.columns)
-    assert metrics["eval_true_return"].iloc[-1] == pytest.approx(summary["final_true_return"])
+    assert metrics["true_return"].iloc[-1] == pytest.approx(summary["final_true_return"])
 
 
 def test_checkpoints_load(pref_run):
@@ -129,8 +132,8 @@ def test_ppo_baseline(tmp_path):
     assert math.isnan(summary["final_rm_accuracy"])
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert metrics["rm_accuracy"].isna().all()
-    assert (metrics["labels"] == 0).all()
-    assert metrics["step"].iloc[-1] >= 1024
+    assert (metrics["labels_used"] == 0).all()
+    assert metrics["steps"].iloc[-1] >= 1024
     assert "train_true_return" in metrics.columns
     assert (run_dir / "checkpoints" / "policy.zip").is_file()
     assert not (run_dir / "checkpoints" / "reward_model.pt").exists()
@@ -138,7 +141,9 @@ def test_ppo_baseline(tmp_path):
 
 def test_random_baseline_and_unfinished_folder_restart(tmp_path):
     cfg = TrainConfig(
-        task="pendulum", agent="random", steps=1000, eval_episodes=2, out=tmp_path, progress=False
+        RunSpec(task="pendulum", agent="random", steps=1000, eval_episodes=2),
+        out=tmp_path,
+        progress=False,
     )
     stale = tmp_path / "pendulum-random-s0"
     stale.mkdir(parents=True)
@@ -148,7 +153,7 @@ def test_random_baseline_and_unfinished_folder_restart(tmp_path):
     assert run_dir == stale
     assert not (run_dir / "junk.txt").exists()
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    assert metrics["step"].tolist() == [0, 1000]
+    assert metrics["steps"].tolist() == [0, 1000]
     assert metrics["rm_accuracy"].isna().all()
     assert math.isnan(summary["final_rm_accuracy"])
     assert summary["steps"] == 1000
@@ -157,10 +162,7 @@ def test_random_baseline_and_unfinished_folder_restart(tmp_path):
 def test_user_agent_by_import_path(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(TESTS_DIR))
     cfg = TrainConfig(
-        task="pendulum",
-        agent="plugin_example:MyAgent",
-        steps=500,
-        eval_episodes=2,
+        RunSpec(task="pendulum", agent="plugin_example:MyAgent", steps=500, eval_episodes=2),
         out=tmp_path,
         progress=False,
     )
@@ -169,19 +171,19 @@ def test_user_agent_by_import_path(monkeypatch, tmp_path):
     assert run_dir.name == "pendulum-plugin_example.MyAgent-s0"
     assert (run_dir / "checkpoints" / "plugin.txt").read_text() == "saved"
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    assert metrics["step"].tolist() == [0, 500]
+    assert metrics["steps"].tolist() == [0, 500]
     assert metrics["plugin_metric"].iloc[-1] == 1.5
     assert summary["label_budget"] == 0
 
 
 def test_run_name_has_no_path_separators_for_import_paths():
-    cfg = TrainConfig(
+    spec = RunSpec(
         task="mypkg.tasks:TASK",
         agent="mypkg.agents:Agent",
         teacher="mypkg.teachers:Teacher",
-        labels=10,
+        label_budget=10,
     )
-    name = run_name(cfg, uses_teacher=True)
+    name = run_name(spec, uses_teacher=True)
     assert ":" not in name and "/" not in name
     assert name.startswith("mypkg.tasks.TASK-mypkg.agents.Agent-")
 
@@ -191,20 +193,26 @@ def test_small_label_budget_completes(tmp_path):
     # P = (1 - 1/e)^3 ~ 0.25; so it is for seed 0). The validation loss is then undefined,
     # which is not a divergence: the run must finish.
     cfg = tiny_config(
-        tmp_path, "pref-ppo", "loop.update_every=256", labels=4, steps=512, eval_every=512
+        tmp_path, "pref-ppo", "loop.update_every=256", label_budget=4, steps=512, eval_every=512
     )
     summary = train(cfg)
-    assert summary["labels"] == 4
+    assert summary["labels_used"] == 4
     assert (Path(summary["run_dir"]) / "summary.json").is_file()
 
 
 @pytest.mark.parametrize("agent", ["pref-a2c", "pref-trpo"])
 def test_other_preference_learners_run(agent, tmp_path):
     cfg = tiny_config(
-        tmp_path, agent, "loop.update_every=512", labels=20, steps=1024, eval_every=512, seed=1
+        tmp_path,
+        agent,
+        "loop.update_every=512",
+        label_budget=20,
+        steps=1024,
+        eval_every=512,
+        seed=1,
     )
     summary = train(cfg)
-    assert summary["labels"] == 20 and summary["steps"] >= 1024
+    assert summary["labels_used"] == 20 and summary["steps"] >= 1024
     assert 0.0 <= summary["final_rm_accuracy"] <= 1.0
     config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())
     assert config["agent_config"]["rl"]["algo"] == agent.removeprefix("pref-")
@@ -217,11 +225,11 @@ def test_whole_label_budget_is_used_before_the_end(tmp_path):
         "rl.n_envs=1",
         "rl.n_steps=300",
         "loop.update_every=1000",
-        labels=50,
+        label_budget=50,
         steps=9300,
         eval_every=9300,
     )
     summary = train(cfg)
     # Rollouts of 300 steps, updates every 465 (a twentieth of the run): at 600, 1200,
     # ..., 9000; none at the last rollout (9300). The budget must be complete by 9000.
-    assert summary["labels"] == 50
+    assert summary["labels_used"] == 50

@@ -38,7 +38,7 @@ def test_readme_plugin_example_runs(tmp_path: Path) -> None:
         "pendulum-my_agents.ZeroAgent-s0",
         "pendulum-my_agents.UniformQueryAgent-oracle-100-s0",
     }
-    assert summaries["pendulum-my_agents.UniformQueryAgent-oracle-100-s0"]["labels"] == 100
+    assert summaries["pendulum-my_agents.UniformQueryAgent-oracle-100-s0"]["labels_used"] == 100
     assert (
         0.0
         <= summaries["pendulum-my_agents.UniformQueryAgent-oracle-100-s0"]["final_rm_accuracy"]

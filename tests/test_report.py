@@ -77,12 +77,12 @@ def _records():
                         "cell": cell,
                         "task": task,
                         "agent": agent,
-                        "agent_id": agent,
+                        "agent_name": agent,
                         "teacher": teacher,
                         "label_budget": labels,
                         "seed": seed,
                         "steps": step,
-                        "labels": labels,
+                        "labels_used": labels,
                         "true_return": ret,
                         "rm_accuracy": 0.9 if teacher else math.nan,
                         "wall_time": 1.0,
@@ -95,7 +95,7 @@ def _records():
                 )
     frame = pd.DataFrame(rows)
     frame["normalized_score"] = normalized_scores(frame, "ppo", "random")
-    return frame[RECORD_COLUMNS]
+    return frame[list(RECORD_COLUMNS)]
 
 
 def test_normalized_scores_use_mean_final_baselines():
@@ -112,10 +112,12 @@ def test_normalized_scores_use_mean_final_baselines():
 def test_tables_and_report_files(tmp_path):
     frame = _records()
     tables = make_tables(frame)
-    row = tables.per_task.query("task == 't1' and agent == 'pref' and labels == 100").iloc[0]
+    row = tables.per_task.query(
+        "task == 't1' and agent_name == 'pref' and label_budget == 100"
+    ).iloc[0]
     assert row["true_return"] == pytest.approx(110.0)
     assert row["runs"] == 2 and row["rm_accuracy"] == pytest.approx(0.9)
-    agg = tables.aggregate.query("agent == 'pref' and labels == 50").iloc[0]
+    agg = tables.aggregate.query("agent_name == 'pref' and label_budget == 50").iloc[0]
     scores = np.array([0.45, 0.55, 0.5, 1.0])
     assert agg["iqm"] == pytest.approx(iqm(scores))
     assert agg["tasks"] == 2 and agg["runs"] == 4

@@ -34,11 +34,11 @@ def test_interrupted_run_resumes_from_last_state(tmp_path, agent):
     assert not (run / "summary.json").exists()
     assert (run / "resume" / "latest").read_text() == "step-000000002048"
     before = pd.read_csv(run / "metrics.csv")
-    assert list(before["step"]) == [0, 1024, 2048]
+    assert list(before["steps"]) == [0, 1024, 2048]
 
     summary = train(cfg)
     metrics = pd.read_csv(run / "metrics.csv")
-    assert list(metrics["step"]) == [0, 1024, 2048, 3072, 4096]
+    assert list(metrics["steps"]) == [0, 1024, 2048, 3072, 4096]
     # Rows written before the interruption are kept as they were.
     pd.testing.assert_frame_equal(metrics.iloc[:3], before, check_dtype=False)
     assert metrics["wall_time"].is_monotonic_increasing
@@ -47,8 +47,8 @@ def test_interrupted_run_resumes_from_last_state(tmp_path, agent):
     assert config["resumed_at"] == [2048]
     assert not (run / "resume").exists()
     if agent == "pref-ppo":
-        assert list(metrics["labels"])[-1] == 40
-        assert metrics["labels"].is_monotonic_increasing
+        assert list(metrics["labels_used"])[-1] == 40
+        assert metrics["labels_used"].is_monotonic_increasing
 
 
 def test_changed_config_or_broken_state_starts_over(tmp_path):
@@ -61,7 +61,7 @@ def test_changed_config_or_broken_state_starts_over(tmp_path):
     train(cfg)
     config = json.loads((run / "config.json").read_text())
     assert "resumed_at" not in config
-    assert list(pd.read_csv(run / "metrics.csv")["step"]) == [0, 1024, 2048, 3072, 4096]
+    assert list(pd.read_csv(run / "metrics.csv")["steps"]) == [0, 1024, 2048, 3072, 4096]
 
     other = _cfg(tmp_path / "b", "ppo")
     with pytest.raises(Stop):
@@ -70,4 +70,4 @@ def test_changed_config_or_broken_state_starts_over(tmp_path):
     train(longer)
     run_b = next((tmp_path / "b").iterdir())
     config_b = json.loads((run_b / "config.json").read_text())
-    assert "resumed_at" not in config_b and config_b["run"]["steps"] == 5120
+    assert "resumed_at" not in config_b and config_b["run"]["spec"]["steps"] == 5120

@@ -32,12 +32,12 @@ def test_builtin_suites_expand_and_validate():
     assert {"quick", "christiano-mujoco", "christiano-mujoco-cpu", "teachers"} <= set(SUITES)
     paper = SUITES.get("christiano-mujoco")
     cells = paper.cells()
-    pref = [c for c in cells if c.agent == "pref-trpo"]
-    assert {c.labels for c in pref} == {350, 700, 1400}
-    assert len({c.task for c in cells}) == 8
+    pref = [c for c in cells if c.spec.agent == "pref-trpo"]
+    assert {c.spec.label_budget for c in pref} == {350, 700, 1400}
+    assert len({c.spec.task for c in cells}) == 8
     assert len(cells) == 8 * (3 + 1 + 1) * 3
     teachers = SUITES.get("teachers").cells()
-    assert {c.teacher for c in teachers if c.teacher} == {
+    assert {c.spec.teacher for c in teachers if c.spec.teacher} == {
         "oracle",
         "stochastic",
         "mistake",
@@ -50,12 +50,16 @@ def test_builtin_suites_expand_and_validate():
 
 def test_cell_identity_changes_with_config(plugin):
     cell = plugin.TINY_SUITE.cells()[0]
-    assert replace(cell, steps=cell.steps + 1).key != cell.key
-    assert replace(cell, overrides=("rl.n_envs=3",)).key != cell.key
+
+    def changed(**fields):
+        return replace(cell, spec=replace(cell.spec, **fields))
+
+    assert changed(steps=cell.spec.steps + 1).key != cell.key
+    assert changed(overrides=("rl.n_envs=3",)).key != cell.key
     assert replace(cell, agent_name="renamed").key == cell.key  # display only
     assert cell.key == plugin.TINY_SUITE.cells()[0].key  # stable
-    assert replace(cell, accuracy_pairs=200).key != cell.key
-    assert replace(cell, accuracy_pairs=200).train_config(Path("x")).accuracy_pairs == 200
+    assert changed(accuracy_pairs=200).key != cell.key
+    assert changed(accuracy_pairs=200).train_config(Path("x")).spec.accuracy_pairs == 200
 
 
 def test_published_cell_keys_do_not_move():
@@ -112,7 +116,7 @@ def test_local_sweep_runs_every_cell_and_resumes(plugin, tmp_path):
     final = records.loc[records.groupby("cell")["steps"].idxmax()]
     assert (final["steps"] >= 512).all()
     pref_final = final[final["agent"] == "pref-ppo"]
-    assert sorted(pref_final["labels"]) == [10, 10, 20, 20]
+    assert sorted(pref_final["label_budget"]) == [10, 10, 20, 20]
     assert pref_final["rm_accuracy"].between(0, 1).all()
     by_agent = final.groupby("agent")["normalized_score"].mean()
     assert by_agent["ppo"] == pytest.approx(1.0)

@@ -6,7 +6,13 @@ import pytest
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from prefbench.agents.query import SELECTORS, DisagreementSelector, UniformSelector
+from prefbench.agents.query import (
+    SELECTORS,
+    DisagreementSelector,
+    SelectorOptions,
+    UniformSelector,
+    make_selector,
+)
 from prefbench.agents.reward_wrapper import RewardVecEnv
 from prefbench.envs.data import ClipPairs, Trajectory
 from prefbench.envs.segments import sample_clip_pairs
@@ -354,5 +360,8 @@ def test_disagreement_selector_without_model_is_uniform():
     np.testing.assert_array_equal(a.obs, b.obs)
     with pytest.raises(ValueError):
         DisagreementSelector(0)
-    assert SELECTORS.get("disagreement") is DisagreementSelector
-    assert SELECTORS.get("uniform") is UniformSelector
+    options = SelectorOptions(oversample=7)
+    built = make_selector("disagreement", options)
+    assert isinstance(built, DisagreementSelector) and built.oversample == 7
+    assert isinstance(make_selector("uniform", options), UniformSelector)
+    assert set(SELECTORS) == {"disagreement", "uniform"}

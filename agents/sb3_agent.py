@@ -1,0 +1,161 @@
+"""The base of every agent built on an on-policy stable-baselines3 learner.
+
+:class:`SB3Agent` owns what the true-reward baselines and the preference agents share:
+the training environments (a :class:`~prefbench.agents.reward_wrapper.RewardVecEnv`
+that records trajectories and sets the learner's reward), the learner, acting, the
+policy checkpoint and the resumable state (``policy.zip`` plus ``state.json`` with the
+step count and whatever :meth:`SB3Agent.loop_state` adds). Subclasses write only their
+loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from prefbench.agents.protocol import RunContext
+from prefbench.agents.reward_wrapper import RewardFn, make_training_env
+from prefbench.agents.rl import RLConfig, build_learner, restore_learner
+from prefbench.envs.data import CheckpointError, Trajectory
+from prefbench.envs.files import write_json
+from prefbench.envs.seeding import int31_seed
+
+STATE_FORMAT = "prefbench.agent_state.v1"
+
+
+class SB3Agent:
+    """An agent that trains an on-policy SB3 learner in recording environments.
+
+    Args:
+        ctx: Run context; ``ctx.task`` is a control task and ``ctx.budget`` counts steps.
+        rl: Learner settings.
+        reward_fn: The learner's reward for a batch of steps; ``None`` for the true reward.
+        sign_true_reward: With the true reward, hand the learner its sign (Atari).
+    """
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        rl: RLConfig,
+        reward_fn: RewardFn | None = None,
+        *,
+        sign_true_reward: bool = False,
+    ) -> None:
+        self.ctx = ctx
+        self.venv = make_training_env(
+            ctx.task,
+            rl.n_envs,
+            ctx.seed,
+            reward_fn,
+            subprocess=rl.subprocess,
+            sign_true_reward=sign_true_reward,
+        )
+        self.learner = build_learner(
+            rl,
+            ctx.task,
+            self.venv,
+            seed=int31_seed(ctx.seed, "learner"),
+            device=ctx.device,
+            log_dir=ctx.run_dir / "rl_log",
+        )
+
+    @property
+    def steps_done(self) -> int:
+        """Environment steps the learner has taken."""
+        return int(self.learner.num_timesteps)
+
+    def train_learner(self, after_rollout: Callable[[int], None]) -> None:
+        """Train until the budget, calling ``after_rollout(steps)`` before every update.
+
+        A restored learner goes on from its step count with fresh episodes (environment
+        state is not saved).
+        """
+        total = self.ctx.budget.amount
+        if self.steps_done < total:
+            self.learner.learn(
+                total - self.steps_done,
+                callback=_RolloutEnd(after_rollout),
+                reset_num_timesteps=self.steps_done == 0,
+            )
+
+    def collect(self) -> tuple[list[Trajectory], dict[str, float]]:
+        """The episodes finished since the last call, and their mean true return as a metric.
+
+        True returns are for the record only; the learner never sees them.
+        """
+        finished = self.venv.pop_finished()
+        metrics = (
+            {"train_true_return": float(np.mean([t.true_return for t in finished]))}
+            if finished
+            else {}
+        )
+        return finished, metrics
+
+    def predict(self, obs: np.ndarray) -> np.ndarray:
+        """Policy actions for a batch of observations.
+
+        The mode, or samples where the task evaluates stochastically (Atari).
+        """
+        deterministic = not self.ctx.task.stochastic_eval
+        return self.learner.predict(obs, deterministic=deterministic)[0]
+
+    def save(self, directory: Path) -> None:
+        """Write ``policy.zip`` (parameters and optimiser state) into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.learner.save(directory / "policy.zip")
+
+    # ------------------------------------------------------------ resumable state
+    def loop_state(self) -> dict[str, Any]:
+        """JSON-ready state of the subclass's loop, saved beside the step count."""
+        return {}
+
+    def restore_loop_state(self, state: dict[str, Any], directory: Path) -> None:
+        """Restore what :meth:`loop_state` returned (and files :meth:`save` wrote)."""
+
+    def save_state(self, directory: Path) -> None:
+        """Write everything needed to continue training into ``directory``."""
+        self.save(directory)
+        write_json(
+            directory / "state.json",
+            {"format": STATE_FORMAT, "step": self.steps_done, **self.loop_state()},
+        )
+
+    def load_state(self, directory: Path) -> int:
+        """Restore what :meth:`save_state` wrote; returns the steps already taken.
+
+        Raises:
+            CheckpointError: If the state is missing, of another format, or does not fit.
+        """
+        path = directory / "state.json"
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"cannot read agent state {path}: {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{path} is not a prefbench agent state")
+        try:
+            step = int(state["step"])
+            self.restore_loop_state(state, directory)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{directory} holds an inconsistent agent state: {exc}") from exc
+        restore_learner(self.learner, directory / "policy.zip", step)
+        return step
+
+
+class _RolloutEnd(BaseCallback):
+    """Calls ``fn(num_timesteps)`` after every rollout, before the policy update."""
+
+    def __init__(self, fn: Callable[[int], None]) -> None:
+        super().__init__()
+        self._fn = fn
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self._fn(self.num_timesteps)

@@ -1,0 +1,95 @@
+"""The column vocabulary of run folders and results folders, defined once.
+
+One name per quantity, in ``metrics.csv`` (a run's evaluations), ``records.csv`` (a
+suite's long-format records), ``summary.json``, the CLI flags and the configs:
+
+================ ===============================================================
+name             meaning
+================ ===============================================================
+``steps``        budget units used so far (control tasks: environment steps)
+``label_budget`` teacher labels the run may ask for (the ``--label-budget`` flag)
+``labels_used``  teacher labels asked for so far
+``true_return``  mean true return of the policy on fresh evaluation episodes
+``rm_accuracy``  reward-model accuracy on fresh oracle-labelled pairs
+``agent``        the agent's registry id or import path
+``agent_name``   the agent's display name in a suite's tables and plots
+================ ===============================================================
+
+Folders written before this vocabulary used other names; :func:`migrate_metrics` and
+:func:`migrate_records` read them under the current ones.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+STEPS = "steps"
+LABEL_BUDGET = "label_budget"
+LABELS_USED = "labels_used"
+TRUE_RETURN = "true_return"
+TRUE_RETURN_STD = "true_return_std"
+RM_ACCURACY = "rm_accuracy"
+WALL_TIME = "wall_time"
+TRAIN_TIME = "train_time"
+AGENT = "agent"
+AGENT_NAME = "agent_name"
+
+#: Columns of every ``metrics.csv`` row; agents' own metrics (losses...) follow them.
+METRIC_COLUMNS = (
+    STEPS,
+    LABELS_USED,
+    TRUE_RETURN,
+    TRUE_RETURN_STD,
+    RM_ACCURACY,
+    WALL_TIME,
+    TRAIN_TIME,
+)
+
+#: Versions recorded with every record.
+VERSION_COLUMNS = ("prefbench", "torch", "stable_baselines3", "gymnasium", "git_commit")
+
+#: Columns of ``records.csv``, in order.
+RECORD_COLUMNS = (
+    "suite",
+    "cell",
+    "task",
+    AGENT,
+    AGENT_NAME,
+    "teacher",
+    LABEL_BUDGET,
+    "seed",
+    STEPS,
+    LABELS_USED,
+    TRUE_RETURN,
+    "normalized_score",
+    RM_ACCURACY,
+    WALL_TIME,
+    *VERSION_COLUMNS,
+)
+
+# Names in folders written before this vocabulary (up to commit 15869ba).
+_OLD_METRICS = {
+    "step": STEPS,
+    "labels": LABELS_USED,
+    "eval_true_return": TRUE_RETURN,
+    "eval_true_return_std": TRUE_RETURN_STD,
+}
+_OLD_RECORDS = {"agent": AGENT_NAME, "agent_id": AGENT, "labels": LABELS_USED}
+
+
+def migrate_metrics(frame: pd.DataFrame) -> pd.DataFrame:
+    """``metrics.csv`` rows under the current names (old folders said ``step``, ...)."""
+    if STEPS in frame.columns:
+        return frame
+    return frame.rename(columns=_OLD_METRICS)
+
+
+def migrate_records(frame: pd.DataFrame) -> pd.DataFrame:
+    """``records.csv`` rows under the current names.
+
+    The old format named the display name ``agent`` and the id ``agent_id``; its
+    ``agent_id`` column tells it apart.
+    """
+    if "agent_id" not in frame.columns:
+        return frame
+    return frame.rename(columns=_OLD_RECORDS)
