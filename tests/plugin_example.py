@@ -108,3 +108,16 @@ def _zero_budget_entries():
 
 
 ZERO_BUDGET_SUITE = _suite("zero-budget", _zero_budget_entries())
+
+
+class CoinFlipTeacher:
+    """Answers every pair by a fair coin, whatever the clips (a control for learning tests)."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def label(self, pairs):
+        from prefbench.envs.data import Labels
+
+        n = len(pairs)
+        return Labels(self.rng.integers(0, 2, n).astype(np.float32), np.ones(n, dtype=bool))
