@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    from gymnasium.error import DependencyNotInstalled
+
     from prefbench.agents.config import ConfigError
     from prefbench.envs.data import CheckpointError
     from prefbench.envs.registry import UnknownIdError
@@ -289,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
                 perf.overhead(args)
     except (UnknownIdError, ConfigError, CheckpointError, ValueError, TypeError) as exc:
         print(f"prefbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ImportError, DependencyNotInstalled) as exc:
+        # An optional extra a task needs (MuJoCo, the Atari emulator) is not installed.
+        print(f"prefbench: error: {str(exc).strip()}", file=sys.stderr)
         return EXIT_USAGE
     except FloatingPointError as exc:
         print(f"prefbench: error: training diverged: {exc}", file=sys.stderr)

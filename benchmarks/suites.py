@@ -22,7 +22,7 @@ from prefbench.benchmarks.run_folder import safe_name
 from prefbench.benchmarks.run_spec import RunSpec, TrainConfig, spec_defaults
 from prefbench.envs.kinds import Budget
 from prefbench.envs.registry import Registry, instance_of
-from prefbench.envs.tasks import ATARI_GAMES, get_task
+from prefbench.envs.tasks import ATARI_GAMES, MUJOCO_TASKS, get_task
 from prefbench.envs.teachers import TEACHERS
 
 #: Bumped when the meaning of a cell's fields or of the results layout changes.
@@ -209,19 +209,9 @@ SUITES: Registry[Suite] = Registry("suite", instance_of(Suite))
 
 def register_suite(suite: Suite) -> Suite:
     """Add a suite to the registry."""
-    return SUITES.register(suite.name, suite)
+    SUITES.register(suite.name, suite)
+    return suite
 
-
-MUJOCO_TASKS = (
-    "hopper",
-    "walker2d",
-    "swimmer",
-    "halfcheetah",
-    "ant",
-    "reacher",
-    "inverted-pendulum",
-    "inverted-double-pendulum",
-)
 
 register_suite(
     Suite(

@@ -219,7 +219,7 @@ def get_task(name: str) -> TaskSpec:
 
 
 # Christiano et al. 2017's eight MuJoCo tasks (Gymnasium v5), plus Pendulum-v1 for fast tests.
-for _spec in (
+_CONTROL_TASKS = (
     TaskSpec("hopper", "Hopper-v5", 1000, can_terminate=True, extra="mujoco"),
     TaskSpec("walker2d", "Walker2d-v5", 1000, can_terminate=True, extra="mujoco"),
     TaskSpec("swimmer", "Swimmer-v5", 1000, entropy_coef=0.001, extra="mujoco"),
@@ -235,8 +235,11 @@ for _spec in (
         extra="mujoco",
     ),
     TaskSpec("pendulum", "Pendulum-v1", 200),
-):
+)
+for _spec in _CONTROL_TASKS:
     register_task(_spec)
+#: The paper's MuJoCo tasks, in its order.
+MUJOCO_TASKS = tuple(t.id for t in _CONTROL_TASKS if t.extra == "mujoco")
 
 #: The paper's seven Atari games (``prefbench.envs.atari``), registered lazily.
 ATARI_GAMES = ("beamrider", "breakout", "enduro", "pong", "qbert", "seaquest", "spaceinvaders")
