@@ -22,7 +22,7 @@ from prefbench.agents.protocol import RunContext
 from prefbench.agents.reward_wrapper import RewardFn, make_training_env
 from prefbench.agents.rl import RLConfig, build_learner, restore_learner
 from prefbench.envs.data import CheckpointError, Trajectory
-from prefbench.envs.files import write_json
+from prefbench.envs.files import atomic_path, write_json
 from prefbench.envs.seeding import int31_seed
 
 STATE_FORMAT = "prefbench.agent_state.v1"
@@ -107,7 +107,8 @@ class SB3Agent:
     def save(self, directory: Path) -> None:
         """Write ``policy.zip`` (parameters and optimiser state) into ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
-        self.learner.save(directory / "policy.zip")
+        with atomic_path(directory / "policy.zip") as tmp:
+            self.learner.save(tmp)
 
     # ------------------------------------------------------------ resumable state
     def loop_state(self) -> dict[str, Any]:
