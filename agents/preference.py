@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from prefbench.agents.protocol import AgentSpec, Reporter, RunContext
-from prefbench.agents.query import SELECTORS, QuerySelector, SelectorOptions, make_selector
+from prefbench.agents.query import QuerySelector, SelectorOptions, make_selector
 from prefbench.agents.reward_checkpoint import restore_reward_model, save_reward_model
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig, action_dim
 from prefbench.agents.rl import ATARI_RL, RLConfig
@@ -93,7 +93,7 @@ class PreferenceLoopConfig:
                 "loop.oversample and loop.norm_samples >= 1; random_steps, recent_labels, "
                 "initial_labels >= 0"
             )
-        SELECTORS.get(self.query)  # fail early on an unknown selector
+        make_selector(self.query, SelectorOptions(self.oversample))  # fail early, not mid-run
 
 
 @dataclass(frozen=True)

@@ -208,8 +208,10 @@ def register_agent(
     """Add an agent (an :class:`AgentSpec` or the import path of one) under ``name``.
 
     ``description`` and ``uses_teacher`` are what ``prefbench list agents`` shows without
-    importing the agent's module.
+    importing the agent's module; an :class:`AgentSpec` given directly supplies them.
     """
+    if isinstance(entry, AgentSpec):
+        description, uses_teacher = description or entry.description, entry.uses_teacher
     AGENTS.register(name, entry, description=description, uses_teacher=uses_teacher)
 
 

@@ -183,6 +183,8 @@ class RewardModel:
         self.holdout = np.zeros((0, k), dtype=bool)
         # A NumPy copy of a flatten-encoder ensemble on the CPU, rebuilt when weights change.
         self._numpy_net: TensorCache[NumpyEnsemble] = TensorCache()
+        # The sources, gathered once (gathering per call doubles its cost): the net never
+        # moves or changes dtype after this, so these stay its tensors.
         self._net_tensors = [*self.net.parameters(), *self.net.buffers()]
 
     # ----------------------------------------------------------------- training

@@ -22,10 +22,11 @@ from prefbench.agents.protocol import RunContext
 from prefbench.agents.reward_wrapper import RewardFn, make_training_env
 from prefbench.agents.rl import RLConfig, build_learner, restore_learner
 from prefbench.envs.data import CheckpointError, Trajectory
-from prefbench.envs.files import atomic_path, write_json
+from prefbench.envs.files import atomic_path, write_text
 from prefbench.envs.seeding import int31_seed
 
-STATE_FORMAT = "prefbench.agent_state.v1"
+#: v2: ``labels_used`` and ``last_fit`` (v1 said ``labels_asked`` and ``next_update``).
+STATE_FORMAT = "prefbench.agent_state.v2"
 
 
 class SB3Agent:
@@ -121,10 +122,9 @@ class SB3Agent:
     def save_state(self, directory: Path) -> None:
         """Write everything needed to continue training into ``directory``."""
         self.save(directory)
-        write_json(
-            directory / "state.json",
-            {"format": STATE_FORMAT, "step": self.steps_done, **self.loop_state()},
-        )
+        # Strict JSON: a state that does not serialise must fail here, not at resume.
+        state = {"format": STATE_FORMAT, "step": self.steps_done, **self.loop_state()}
+        write_text(directory / "state.json", json.dumps(state))
 
     def load_state(self, directory: Path) -> int:
         """Restore what :meth:`save_state` wrote; returns the steps already taken.

@@ -84,6 +84,13 @@ def migrate_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.rename(columns=_OLD_METRICS)
 
 
+def migrate_summary(summary: dict) -> dict:
+    """A ``summary.json`` under the current names (old runs said ``labels``)."""
+    if LABELS_USED in summary or "labels" not in summary:
+        return summary
+    return {(LABELS_USED if k == "labels" else k): v for k, v in summary.items()}
+
+
 def migrate_records(frame: pd.DataFrame) -> pd.DataFrame:
     """``records.csv`` rows under the current names.
 

@@ -11,8 +11,9 @@ A run folder holds:
 * ``log.txt``: progress messages;
 * ``summary.json``: written last, so its presence marks a finished run.
 
-Every file goes through :func:`prefbench.envs.files.atomic_path`, so a killed run never
-leaves a half-written file that reads as data.
+Every file read back (all but the logs) goes through
+:func:`prefbench.envs.files.atomic_path`, so a killed run never leaves a half-written file
+that reads as data.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import pandas as pd
 from prefbench.agents.protocol import Resumable
 from prefbench.benchmarks.columns import STEPS, migrate_metrics
 from prefbench.benchmarks.run_spec import RunSpec
-from prefbench.envs.files import write_csv, write_text
+from prefbench.envs.files import atomic_path, write_text
 
 RESUME_DIR = "resume"
 
@@ -123,6 +124,12 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return migrate_metrics(pd.read_csv(path)).to_dict("records")
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]] | pd.DataFrame) -> None:
+    """Write rows (or a frame, whose columns are kept even when empty) as CSV atomically."""
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:

@@ -46,10 +46,10 @@ from prefbench.benchmarks.columns import (
     VERSION_COLUMNS,
     WALL_TIME,
 )
-from prefbench.benchmarks.run_folder import read_metrics, versions
+from prefbench.benchmarks.run_folder import read_metrics, versions, write_csv
 from prefbench.benchmarks.suites import SUITE_FORMAT, Cell, Suite
 from prefbench.benchmarks.train import train
-from prefbench.envs.files import write_csv, write_json, write_text
+from prefbench.envs.files import write_json, write_text
 
 
 class ResultsFolderError(ValueError):

@@ -39,19 +39,18 @@ class AgentEntry:
         label_budgets: Label budgets (preference agents); empty for agents without a teacher.
         teachers: Teacher ids; empty means the suite's teachers.
         overrides: ``key=value`` config overrides for this agent.
-        name: Name in tables and plots (defaults to ``agent``).
+        agent_name: Name in tables and plots (defaults to ``agent``).
     """
 
     agent: str
     label_budgets: tuple[int, ...] = ()
     teachers: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
-    name: str = ""
+    agent_name: str = ""
 
-    @property
-    def agent_name(self) -> str:
-        """Display name (``name``, or the agent id)."""
-        return self.name or self.agent
+    def __post_init__(self) -> None:
+        if not self.agent_name:
+            object.__setattr__(self, "agent_name", self.agent)  # the id is the default name
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ from prefbench.benchmarks.columns import (
     TRAIN_TIME,
     TRUE_RETURN,
     WALL_TIME,
+    migrate_summary,
 )
-from prefbench.benchmarks.evaluation import Evaluator, make_evaluator
+from prefbench.benchmarks.evaluation import EVALUATORS, Evaluator, make_evaluator
 from prefbench.benchmarks.run_folder import (
     ResumeStates,
     finite_items,
@@ -69,6 +70,13 @@ def check_run(spec: RunSpec) -> tuple[Task, AgentSpec]:
     task = get_task(spec.task)
     agent = AGENTS.get(spec.agent)
     Budget.for_task(task, spec.steps)
+    if task.kind not in EVALUATORS:
+        raise ValueError(f"task {spec.task!r} is of kind {task.kind!r}, which has no evaluator yet")
+    missing = getattr(task, "missing_extra", lambda: None)()
+    if missing:
+        raise ValueError(
+            f"task {spec.task!r} needs the {missing} extra: pip install 'prefbench[{missing}]'"
+        )
     agent.configure(spec.overrides)
     if agent.uses_teacher:
         make_teacher(spec.teacher, make_rng(0, "check"))
@@ -102,7 +110,7 @@ def train(
     device = str(resolve_device(cfg.device))
     run_dir = cfg.out / (cfg.run_name or run_name(spec, agent_spec.uses_teacher))
     if (run_dir / "summary.json").is_file():
-        return json.loads((run_dir / "summary.json").read_text())
+        return migrate_summary(json.loads((run_dir / "summary.json").read_text()))
     record = to_plain(cfg)
     state_dir = resume_point(run_dir, record)
     if state_dir is None:

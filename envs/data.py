@@ -289,9 +289,9 @@ def save_dataset(dataset: PreferenceDataset, path: str | Path) -> None:
     obs = {"obs": pairs.obs}
     if pairs.frames is not None:
         obs = {"frames": pairs.frames, "frame_stack": np.array(pairs.frame_stack)}
-    with atomic_path(path) as tmp:
-        np.savez(
-            tmp,
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(  # a file object: np.savez would append .npz to a name without it
+            f,
             format=np.array(DATASET_FORMAT),
             acts=pairs.acts,
             true_rewards=pairs.true_rewards,

@@ -1,8 +1,9 @@
-"""Atomic file writing: every file this package writes goes through :func:`atomic_path`.
+"""Atomic file writing: every data file this package writes goes through :func:`atomic_path`.
 
 A file is written under a temporary name beside its target and renamed into place, so a
 killed process never leaves a half-written file that reads as data: readers see the old
-file or the new one.
+file or the new one. (Logs, TensorBoard events and the RL learner's own CSV log are
+appended as they go; nothing reads them back.)
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 
 def temporary_path(path: Path) -> Path:
@@ -47,9 +46,3 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented, key-sorted JSON atomically (non-JSON values as strings)."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def write_csv(path: str | Path, rows: list[dict[str, Any]] | pd.DataFrame) -> None:
-    """Write rows (or a frame, whose columns are kept even when empty) as CSV atomically."""
-    with atomic_path(path) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)

@@ -10,8 +10,8 @@ offline  a fixed dataset of trajectories (next)         ``updates``
 text     prompts for a language model (next)            ``tokens``
 ======== ============================================== ==============
 
-Each kind has one evaluator (``prefbench.benchmarks.evaluation``), so the run writer
-and the runner never assume an environment with steps.
+Each kind gets one evaluator (``prefbench.benchmarks.evaluation``; ``control``'s is
+built), so the run writer and the runner never assume an environment with steps.
 """
 
 from __future__ import annotations

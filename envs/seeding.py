@@ -43,7 +43,8 @@ def make_torch_generator(
 def scoped_torch(seed: int, threads: int) -> Iterator[None]:
     """Seed torch's global CPU generator and set its threads for the ``with`` block only.
 
-    Both are restored afterwards (also on an exception).
+    Both are restored afterwards (also on an exception). CUDA generators, which
+    ``torch.manual_seed`` seeds too, are not restored.
 
     Libraries that draw from torch's global generator (SB3 policy initialisation) then
     give the same numbers for the same run seed, and a run inside a longer process (a

@@ -10,6 +10,7 @@ a penalty, so that episode length leaks no reward information; ``fixed_length=Tr
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ CLIP_SECONDS = 1.5
 
 
 TERMINATION_MODES = ("reset", "absorb")
+#: The module each optional extra of a task brings.
+EXTRA_MODULES = {"mujoco": "mujoco", "atari": "ale_py"}
 
 
 class FixedLengthEpisode(gym.Wrapper):
@@ -194,6 +197,11 @@ class TaskSpec:
         if self.clip_steps:
             return min(self.horizon, self.clip_steps)
         return min(self.horizon, clip_length_for(self.dt, self.clip_seconds))
+
+    def missing_extra(self) -> str | None:
+        """The ``prefbench[...]`` extra this task needs and this install lacks, if any."""
+        module = EXTRA_MODULES.get(self.extra)
+        return self.extra if module and importlib.util.find_spec(module) is None else None
 
     def spaces(self) -> tuple[gym.Space, gym.Space]:
         """The observation and action spaces (after preprocessing and frame stacking)."""

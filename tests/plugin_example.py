@@ -92,7 +92,7 @@ def _crash_entries():
     from prefbench.benchmarks.suites import AgentEntry
 
     return (
-        AgentEntry("plugin_example:CrashingAgent", name="crash"),
+        AgentEntry("plugin_example:CrashingAgent", agent_name="crash"),
         AgentEntry("ppo", overrides=_TINY_RL),
         AgentEntry("random"),
     )

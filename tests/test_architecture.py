@@ -179,3 +179,45 @@ def test_committed_reports_are_reproduced_from_their_records(folder, tmp_path):
     write_report(tmp_path)
     assert (tmp_path / "report.md").read_text() == (src / "report.md").read_text()
     assert (tmp_path / "report.tex").read_text() == (src / "report.tex").read_text()
+
+
+def test_missing_extra_and_bad_selector_are_caught_before_any_work(monkeypatch, tmp_path, capsys):
+    from prefbench.envs import tasks
+
+    monkeypatch.setitem(tasks.EXTRA_MODULES, "mujoco", "no_such_simulator_xyz")
+    code = main(["train", "--task", "halfcheetah", "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install 'prefbench[mujoco]'" in err and err.count("\n") == 1
+    # A class that is not a selector factory (it takes no options) fails up front too.
+    query = "--set=loop.query=prefbench.agents.query:UniformSelector"
+    code = main(["train", "--task", "pendulum", query, "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_old_finished_run_summary_reads_under_current_names(tmp_path):
+    import json
+
+    from tiny import tiny_config
+
+    from prefbench.benchmarks.train import train
+
+    cfg = tiny_config(tmp_path, "random", overrides=())
+    run_dir = tmp_path / "pendulum-random-s0"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text(json.dumps({"labels": 0, "steps": 2048}))
+    assert train(cfg) == {"labels_used": 0, "steps": 2048}
+
+
+def test_label_dataset_saves_under_any_suffix(tmp_path):
+    import numpy as np
+
+    from prefbench.envs.data import ClipPairs, PreferenceDataset, load_dataset, save_dataset
+
+    pairs = ClipPairs(
+        np.zeros((2, 2, 3, 1)), np.zeros((2, 2, 3, 1)), np.zeros((2, 2, 3), np.float32)
+    )
+    save_dataset(PreferenceDataset(pairs, np.array([1.0, 0.0], np.float32)), tmp_path / "x.dat")
+    assert load_dataset(tmp_path / "x.dat").prefs.tolist() == [1.0, 0.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.dat"]
