@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from prefbench.benchmarks.run_spec import RunSpec
 
 EXIT_USAGE = 2
+#: The agent ``prefbench train`` and ``perf overhead`` run unless told otherwise.
+DEFAULT_AGENT = "pref-ppo"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -92,7 +94,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--device", default="auto")
     ov = psub.add_parser("overhead", help="training time of a preference agent over its baseline")
     ov.add_argument("--task", default="halfcheetah")
-    ov.add_argument("--agent", default="pref-ppo", help="the preference agent")
+    ov.add_argument("--agent", default=DEFAULT_AGENT, help="the preference agent")
     ov.add_argument("--baseline", default="ppo", help="the same learner on the true reward")
     ov.add_argument(
         "--set",
@@ -127,7 +129,7 @@ def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
     """The run-spec flags; unset ones stay absent, so the spec's own defaults apply."""
     from prefbench.benchmarks.run_spec import spec_defaults
 
-    defaults = {**spec_defaults(), "agent": "pref-ppo"}
+    defaults = {**spec_defaults(), "agent": DEFAULT_AGENT}
     parser.add_argument(
         "--task", required=True, help="task id (see `prefbench list tasks`) or pkg.mod:TASK"
     )
@@ -155,7 +157,7 @@ def _spec_from_args(args: argparse.Namespace) -> RunSpec:
     given = {name: getattr(args, name) for name, *_ in _SPEC_FLAGS if hasattr(args, name)}
     if hasattr(args, "overrides"):
         given["overrides"] = tuple(args.overrides)
-    return RunSpec(task=args.task, **{"agent": "pref-ppo", **given})
+    return RunSpec(task=args.task, **{"agent": DEFAULT_AGENT, **given})
 
 
 def _cmd_list(what: str) -> None:

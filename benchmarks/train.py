@@ -273,7 +273,7 @@ class RunRecorder:
             self.on_progress(step)
         if step >= self.next_eval:
             self._record(step)
-            self.next_eval = (step // self.spec.eval_interval + 1) * self.spec.eval_interval
+            self.next_eval = self._eval_after(step)
 
     def resume(self, step: int) -> None:
         """Continue after a restored ``step``: keep earlier metrics rows, drop later ones."""
@@ -281,7 +281,7 @@ class RunRecorder:
         write_metrics(self.run_dir, self.rows)
         self._step = step
         self._rounds = len(self.rows)
-        self.next_eval = (step // self.spec.eval_interval + 1) * self.spec.eval_interval
+        self.next_eval = self._eval_after(step)
         if self.rows:
             last = self.rows[-1]
             self.start = time.perf_counter() - float(last[WALL_TIME])
@@ -305,6 +305,10 @@ class RunRecorder:
         self.evaluator.close()
         self._tb.close()
         self.bar.close()
+
+    def _eval_after(self, step: int) -> int:
+        """The first multiple of the evaluation interval past ``step``."""
+        return (step // self.spec.eval_interval + 1) * self.spec.eval_interval
 
     def _record(self, step: int) -> None:
         t0 = time.perf_counter()
