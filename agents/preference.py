@@ -299,7 +299,7 @@ class PreferenceAgent(SB3Agent):
 #: The paper's Atari reward model: the conv encoder, one hidden layer of 64, observations
 #: only, rewards handed to the agent with standard deviation 0.05.
 ATARI_REWARD = RewardModelConfig(
-    encoder="cnn", hidden_sizes=(64,), use_actions=False, output_std=0.05
+    encoder="cnn", hidden_sizes=(64,), use_actions=False, input_norm=False, output_std=0.05
 )
 #: The paper's Atari schedule: 500 labels and 200 epochs first, rate 5e6 / (T + 5e6), the
 #: newest 3,000 labels; 20k random steps give the first clips (an Atari episode is long).

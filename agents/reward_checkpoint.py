@@ -17,11 +17,15 @@ import numpy as np
 import torch
 
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig
+from prefbench.agents.reward_nets import INPUT_NORM_EPS
 from prefbench.envs.data import CheckpointError
 from prefbench.envs.files import atomic_path
 
 FORMAT = "prefbench.reward_model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Version 1 predates input normalisation: it loads with ``input_norm=False`` and
+#: identity input statistics, which is what those models computed.
+READABLE_VERSIONS = (1, 2)
 
 
 def save_reward_model(model: RewardModel, path: str | Path) -> None:
@@ -107,11 +111,29 @@ def _read(path: Path) -> dict[str, Any]:
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a prefbench reward-model checkpoint")
-    if payload.get("version") != FORMAT_VERSION:
+    if payload.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path} has format version {payload.get('version')}, expected {FORMAT_VERSION}"
         )
+    if payload["version"] == 1:
+        payload = _upgrade_v1(payload)
     return payload
+
+
+def _upgrade_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 payload as version 2: input normalisation off, identity statistics."""
+    config = {**payload.get("config", {}), "input_norm": False}
+    state = dict(payload.get("state_dict", {}))
+    width = None
+    for key, value in state.items():
+        if key.startswith("trunk.0.weight") or (key == "head.weight" and width is None):
+            width = value.shape[1]
+    if width is not None:
+        state.setdefault("in_count", torch.zeros((), dtype=torch.float64))
+        state.setdefault("in_labels", torch.zeros((), dtype=torch.int64))
+        state.setdefault("in_mean", torch.zeros(width, dtype=torch.float64))
+        state.setdefault("in_var", torch.full((width,), 1 - INPUT_NORM_EPS, dtype=torch.float64))
+    return {**payload, "config": config, "state_dict": state, "version": 2}
 
 
 def _restore(model: RewardModel, payload: dict[str, Any], path: Path) -> None:

@@ -5,7 +5,10 @@ per minibatch covers every member, each member on its own bootstrap resample of 
 labels (``(K, B)`` index arrays gather each member's pairs). Defaults follow the paper
 (arXiv 1706.03741, section 2.2.3 and appendix A):
 
-* 3 members, two hidden layers of 64 with leaky ReLU, input ``(observation, action)``;
+* 3 members, two hidden layers of 64 with leaky ReLU, input ``(observation, action)``
+  standardised by running statistics of every labelled clip's steps (``input_norm``;
+  not in the paper: imitation's reward nets do it, and the ablation in
+  ``results/README.md`` measures it);
 * ``P(a > b) = 0.9 * sigmoid(R_a - R_b) + 0.05``: Bradley-Terry on clip returns mixed with
   a 10% chance that the answer was uniformly random;
 * each label is held out of each member's training set with probability ``1/e`` (that
@@ -49,6 +52,9 @@ class RewardModelConfig:
         hidden_sizes: Widths of the hidden layers of each member's MLP.
         encoder: Id in :data:`prefbench.agents.encoders.ENCODERS`.
         use_actions: Feed the action next to the observation (MuJoCo: yes).
+        input_norm: Standardise the flattened (observation, action) input with the
+            running mean and variance of the steps of every clip labelled so far (each
+            clip counted once, when its label arrives). Needs the ``flatten`` encoder.
         lr: Adam learning rate.
         batch_size: Pairs per member per minibatch.
         epochs_per_fit: Passes over the (resampled) labels per fit.
@@ -73,6 +79,7 @@ class RewardModelConfig:
     hidden_sizes: tuple[int, ...] = (64, 64)
     encoder: str = "flatten"
     use_actions: bool = True
+    input_norm: bool = True
     lr: float = 1e-3
     batch_size: int = 64
     epochs_per_fit: int = 3
@@ -104,6 +111,10 @@ class RewardModelConfig:
             problems.append("need l2_init >= 0, 0 < l2_ratio_range[0] < [1], l2_step > 1")
         if not self.output_std > 0:
             problems.append(f"output_std must be > 0, got {self.output_std}")
+        if self.input_norm and self.encoder != "flatten":
+            problems.append(
+                f"input_norm needs the flatten encoder, not {self.encoder!r} (set input_norm=false)"
+            )
         if self.bn_calibration_pairs < 0:
             problems.append(f"bn_calibration_pairs must be >= 0, got {self.bn_calibration_pairs}")
         if problems:
@@ -278,6 +289,7 @@ class RewardModel:
         k, bsz = self.config.ensemble_size, self.config.batch_size
         holdout = self._holdout_for(first_label + n)[first_label:]
         d = self.to_device(data)
+        self._absorb_inputs(d, first_label)
         train_pools = [np.flatnonzero(~holdout[:, m]) for m in range(k)]
         # Members with every label held out (tiny datasets) train on all of them.
         train_pools = [p if len(p) else np.arange(n) for p in train_pools]
@@ -295,6 +307,27 @@ class RewardModel:
         train_loss, val_loss, val_acc = self._evaluate(d, holdout, train_pools)
         self._adapt_l2(train_loss, val_loss)
         return FitStats(train_loss, val_loss, val_acc, self.l2.copy(), steps, n)
+
+    @torch.no_grad()
+    def _absorb_inputs(self, d: DeviceData, first_label: int) -> None:
+        """Add the steps of labels not seen before to the input statistics.
+
+        ``in_labels`` (saved with the weights) counts the labels absorbed, so a refit on
+        the same labels, a window of the newest, or a resumed run counts each clip once.
+        """
+        if not self.config.input_norm:
+            return
+        seen = int(self.net.in_labels.item())
+        start = max(0, seen - first_label)
+        total = first_label + d.prefs.shape[0]
+        if start >= d.prefs.shape[0]:
+            return
+        obs = d.obs[start:]  # (N_new, 2, H, *O); input_norm implies no frame stack
+        acts = d.acts[start:]
+        flat_obs = obs.reshape(-1, *obs.shape[3:])
+        flat_acts = acts.reshape(flat_obs.shape[0], -1)
+        self.net.update_input_stats(self.net.trunk_inputs(flat_obs, flat_acts))
+        self.net.in_labels.fill_(total)
 
     @torch.no_grad()
     def calibrate_batch_norm(

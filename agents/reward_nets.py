@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from prefbench.agents.reward_model import RewardModelConfig
 
 
+#: Added to the running variance before the square root (as in imitation's RunningNorm).
+INPUT_NORM_EPS = 1e-5
+
+
 class RewardEnsemble(nn.Module):
     """``K`` reward networks evaluated together.
 
@@ -45,6 +49,17 @@ class RewardEnsemble(nn.Module):
             width = h
         self.trunk = nn.ModuleList(layers)
         self.head = EnsembleLinear(k, width, 1)
+        # Running statistics of the trunk's input (the flattened observation and action),
+        # shared by the members and applied when ``config.input_norm`` is on; updated by
+        # `update_input_stats`. With no data they are the identity: mean 0 and a variance
+        # of 1 - eps, so that the scale 1 / sqrt(var + eps) is exactly 1.
+        self.in_width = self.encoder.out_dim + self.act_dim
+        self.register_buffer("in_count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("in_labels", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("in_mean", torch.zeros(self.in_width, dtype=torch.float64))
+        self.register_buffer(
+            "in_var", torch.full((self.in_width,), 1 - INPUT_NORM_EPS, dtype=torch.float64)
+        )
         # Per-member affine normalisation of the raw output, set by `set_normalization`.
         self.register_buffer("out_mean", torch.zeros(k))
         self.register_buffer("out_std", torch.ones(k))
@@ -59,9 +74,49 @@ class RewardEnsemble(nn.Module):
         x = self.encoder(obs)
         if self.act_dim:
             x = torch.cat([x, acts.reshape(*acts.shape[:2], self.act_dim).float()], dim=-1)
+        if self.config.input_norm:
+            x = (x - self.in_mean.float()) * self.in_scale()
         slope = self.config.leaky_relu_slope
         for layer in self.trunk:
             x = F.leaky_relu(layer(x), slope)
+        return x
+
+    def in_scale(self) -> torch.Tensor:
+        """``(D,)`` float32 ``1 / sqrt(var + eps)`` of the input statistics."""
+        return torch.rsqrt(self.in_var + INPUT_NORM_EPS).float()
+
+    @torch.no_grad()
+    def update_input_stats(self, x: torch.Tensor) -> None:
+        """Merge ``(M, D)`` trunk inputs into the running mean and variance.
+
+        Chan et al.'s parallel update: the statistics after any sequence of batches equal
+        those of all their rows at once (population variance), so they do not depend on
+        how the data was split.
+        """
+        x = x.reshape(-1, self.in_width).double()
+        m = x.shape[0]
+        if m == 0:
+            return
+        n = self.in_count
+        mean_b = x.mean(dim=0)
+        var_b = x.var(dim=0, unbiased=False)
+        total = n + m
+        delta = mean_b - self.in_mean
+        if n == 0:
+            # The identity's variance is a placeholder, not data: replace it.
+            self.in_mean.copy_(mean_b)
+            self.in_var.copy_(var_b)
+        else:
+            self.in_mean.add_(delta * (m / total))
+            m2 = self.in_var * n + var_b * m + delta.pow(2) * (n * m / total)
+            self.in_var.copy_(m2 / total)
+        self.in_count.fill_(total)
+
+    def trunk_inputs(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+        """Unnormalised trunk inputs: ``(M, *O)``, ``(M, A)`` -> ``(M, D)`` (flatten encoder)."""
+        x = self.encoder(obs.unsqueeze(0))[0]
+        if self.act_dim:
+            x = torch.cat([x, acts.reshape(acts.shape[0], self.act_dim).float()], dim=-1)
         return x
 
     def step_rewards(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
@@ -159,6 +214,8 @@ class NumpyEnsemble:
             return t.detach().cpu().numpy().astype(np.float32)
 
         self.layers = [(np_(layer.weight), np_(layer.bias)) for layer in net.trunk]
+        self.in_mean = np_(net.in_mean) if net.config.input_norm else None
+        self.in_scale = np_(net.in_scale())
         self.head = (np_(net.head.weight), np_(net.head.bias))
         self.mean = np_(net.out_mean)[:, None]
         self.std = np_(net.out_std)[:, None]
@@ -172,6 +229,8 @@ class NumpyEnsemble:
         x = obs.reshape(m, -1).astype(np.float32, copy=False)
         if self.use_acts:
             x = np.concatenate([x, acts.reshape(m, -1).astype(np.float32, copy=False)], axis=1)
+        if self.in_mean is not None:
+            x = (x - self.in_mean) * self.in_scale
         h = x[None]  # (1, M, D), broadcast over the K members
         for w, b in self.layers:
             h = h @ w + b

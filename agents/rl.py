@@ -24,6 +24,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
 
 from prefbench.agents.config import ConfigError
 from prefbench.agents.device import resolve_device
@@ -57,6 +58,12 @@ LR_SCHEDULES = ("constant", "linear")
 OPTIMIZERS = ("default", "rmsprop-tf")
 
 
+#: Policy activations by name (SB3's default is tanh).
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+#: Keys of ``RLConfig.policy_kwargs``.
+POLICY_KEYS = {"activation", "log_std_init", "ortho_init"}
+
+
 @dataclass(frozen=True)
 class LinearSchedule:
     """``start`` decayed linearly to 0 over training (SB3 passes the progress remaining)."""
@@ -86,6 +93,11 @@ class RLConfig:
             A2C setting on Atari).
         net_arch: Hidden layers of the policy and value networks.
         optimizer: One of :data:`OPTIMIZERS`.
+        normalize: Standardise the learner's observations and scale its rewards with
+            running statistics (SB3's ``VecNormalize``, rl-baselines3-zoo's
+            ``normalize: true``); the reward model still sees raw observations.
+        policy_kwargs: Further policy settings: ``log_std_init``, ``ortho_init``, and
+            ``activation`` (one of :data:`ACTIVATIONS`).
         algo_kwargs: Further keyword arguments for the algorithm's constructor.
     """
 
@@ -100,6 +112,8 @@ class RLConfig:
     lr_schedule: str = "constant"
     net_arch: tuple[int, ...] = (64, 64)
     optimizer: str = "default"
+    normalize: bool = False
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -123,6 +137,16 @@ class RLConfig:
             )
         if any(width < 1 for width in self.net_arch):
             raise ValueError(f"rl.net_arch widths must be >= 1, got {self.net_arch}")
+        unknown = set(self.policy_kwargs) - POLICY_KEYS
+        if unknown:
+            raise ValueError(
+                f"rl.policy_kwargs takes {', '.join(sorted(POLICY_KEYS))}, got {sorted(unknown)}"
+            )
+        act = self.policy_kwargs.get("activation", "tanh")
+        if act not in ACTIVATIONS:
+            raise ValueError(
+                f"rl.policy_kwargs.activation must be one of {', '.join(ACTIVATIONS)}, got {act!r}"
+            )
         ALGORITHMS.get(self.algo)  # fail early on an unknown algorithm
 
 
@@ -185,6 +209,10 @@ def build_learner(
     if n_steps is None:
         n_steps = 5 if issubclass(cls, A2C) else max(1, 2048 // config.n_envs)
     policy_kwargs: dict[str, Any] = {"net_arch": list(config.net_arch)}
+    extra = dict(config.policy_kwargs)
+    if "activation" in extra:
+        policy_kwargs["activation_fn"] = ACTIVATIONS[extra.pop("activation")]
+    policy_kwargs.update(extra)
     if config.optimizer == "rmsprop-tf":
         # The paper's (OpenAI baselines') A2C optimiser: decay 0.99, epsilon 1e-5.
         policy_kwargs["optimizer_class"] = RMSpropTFLike

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecNormalize
 
 from prefbench.agents.protocol import RunContext
 from prefbench.agents.reward_wrapper import RewardFn, make_training_env
@@ -56,10 +57,13 @@ class SB3Agent:
             subprocess=rl.subprocess,
             sign_true_reward=sign_true_reward,
         )
+        # The learner's view: normalised observations and rewards where asked; the
+        # recording env below it keeps raw observations for the reward model.
+        self.normalizer = VecNormalize(self.venv, gamma=rl.gamma) if rl.normalize else None
         self.learner = build_learner(
             rl,
             ctx.task,
-            self.venv,
+            self.normalizer or self.venv,
             seed=int31_seed(ctx.seed, "learner"),
             device=ctx.device,
             log_dir=ctx.run_dir / "rl_log",
@@ -103,13 +107,21 @@ class SB3Agent:
         The mode, or samples where the task evaluates stochastically (Atari).
         """
         deterministic = not self.ctx.task.stochastic_eval
+        if self.normalizer is not None:
+            obs = self.normalizer.normalize_obs(obs)
         return self.learner.predict(obs, deterministic=deterministic)[0]
 
     def save(self, directory: Path) -> None:
-        """Write ``policy.zip`` (parameters and optimiser state) into ``directory``."""
+        """Write ``policy.zip`` (parameters and optimiser state) into ``directory``.
+
+        With ``rl.normalize`` also ``normalize.json``: the observation and return
+        statistics the policy needs to act.
+        """
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / "policy.zip") as tmp:
             self.learner.save(tmp)
+        if self.normalizer is not None:
+            write_text(directory / NORMALIZE_FILE, json.dumps(normalizer_state(self.normalizer)))
 
     # ------------------------------------------------------------ resumable state
     def loop_state(self) -> dict[str, Any]:
@@ -144,8 +156,46 @@ class SB3Agent:
             self.restore_loop_state(state, directory)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{directory} holds an inconsistent agent state: {exc}") from exc
+        if self.normalizer is not None:
+            restore_normalizer(self.normalizer, directory / NORMALIZE_FILE)
         restore_learner(self.learner, directory / "policy.zip", step)
         return step
+
+
+#: The learner's observation and return statistics beside ``policy.zip``.
+NORMALIZE_FILE = "normalize.json"
+
+
+def normalizer_state(env: VecNormalize) -> dict[str, Any]:
+    """JSON-ready running statistics of a ``VecNormalize``."""
+
+    def stats(rms: Any) -> dict[str, Any]:
+        return {
+            "mean": np.asarray(rms.mean).tolist(),
+            "var": np.asarray(rms.var).tolist(),
+            "count": float(rms.count),
+        }
+
+    return {"obs": stats(env.obs_rms), "ret": stats(env.ret_rms)}
+
+
+def restore_normalizer(env: VecNormalize, path: Path) -> None:
+    """Load statistics written by :func:`normalizer_state` into ``env``.
+
+    Raises:
+        CheckpointError: If the file is missing, unreadable or of other shapes.
+    """
+    try:
+        state = json.loads(path.read_text())
+        for name in ("obs", "ret"):
+            rms = getattr(env, f"{name}_rms")
+            mean = np.asarray(state[name]["mean"], dtype=np.float64)
+            var = np.asarray(state[name]["var"], dtype=np.float64)
+            if mean.shape != np.shape(rms.mean) or var.shape != np.shape(rms.var):
+                raise ValueError(f"{name} statistics of shape {mean.shape}")
+            rms.mean, rms.var, rms.count = mean, var, float(state[name]["count"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"cannot restore normalisation from {path}: {exc}") from exc
 
 
 class _RolloutEnd(BaseCallback):

@@ -2,7 +2,7 @@
 
 ``prefbench run SUITE``: every cell of a suite, then the results table;
 ``prefbench report DIR``: tables and plots of a results folder; ``prefbench train``: one
-run; ``prefbench list tasks|agents|teachers|suites``: what is registered;
+run; ``prefbench list tasks|agents|teachers|suites|presets``: what is registered;
 ``prefbench perf reward-model|frames|overhead``: throughput and overhead figures. Bad input ends
 with a one-line ``prefbench: error: ...`` and exit status 2.
 """
@@ -37,8 +37,10 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    ls = sub.add_parser("list", help="list registered tasks, agents, teachers or suites")
-    ls.add_argument("what", choices=["tasks", "agents", "teachers", "suites"])
+    ls = sub.add_parser(
+        "list", help="list registered tasks, agents, teachers, suites or RL presets"
+    )
+    ls.add_argument("what", choices=["tasks", "agents", "teachers", "suites", "presets"])
 
     r = sub.add_parser("run", help="run every cell of a suite (resumable), then print the table")
     r.add_argument("suite", help="suite id (see `prefbench list suites`) or pkg.mod:SUITE")
@@ -59,6 +61,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--hidden", type=int, default=64, help="width of both hidden layers")
     rm.add_argument(
         "--clip", type=int, default=None, help="steps per clip (default: 25 with cnn, else 50)"
+    )
+    rm.add_argument(
+        "--no-input-norm", action="store_true", help="without input standardisation (MLP only)"
     )
     rm.add_argument("--obs-dim", type=int, default=17)
     rm.add_argument("--act-dim", type=int, default=6)
@@ -122,6 +127,7 @@ _SPEC_FLAGS: tuple[tuple[str, tuple[str, ...], type, str], ...] = (
     ("eval_every", ("--eval-every",), int, "budget units between evaluations (0: steps/10)"),
     ("eval_episodes", ("--eval-episodes",), int, "episodes per evaluation"),
     ("accuracy_pairs", ("--accuracy-pairs",), int, "fresh pairs per reward-model accuracy"),
+    ("preset", ("--preset",), str, "RL preset (see `prefbench list presets`; '': paper)"),
 )
 
 
@@ -176,6 +182,8 @@ def _cmd_list(what: str) -> None:
         for name in SUITES:
             suite = SUITES.get(name)
             print(f"{name:24} {len(suite.cells()):4d} cells  {suite.description}")
+    elif what == "presets":
+        _list_presets()
     else:
         from prefbench.envs.teachers import teacher_table
 
@@ -185,6 +193,18 @@ def _cmd_list(what: str) -> None:
                 f"{row['id']:12} {row['beta']:6} {row['gamma']:6} {row['epsilon']:8} "
                 f"{row['skip_fraction']:6} {row['equal_fraction']:6}"
             )
+
+
+def _list_presets() -> None:
+    """Every RL preset, with the tasks it tunes and the settings it sets."""
+    from prefbench.agents.presets import RL_PRESETS
+
+    for name in RL_PRESETS:
+        preset = RL_PRESETS.get(name)
+        print(f"{name:10} {preset.description}")
+        print(f"{'':10} source: {preset.source}")
+        for task, overrides in preset.tasks.items():
+            print(f"{'':10} {task:24} {' '.join(overrides)}")
 
 
 def _list_tasks() -> None:

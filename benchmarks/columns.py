@@ -29,6 +29,9 @@ LABELS_USED = "labels_used"
 TRUE_RETURN = "true_return"
 TRUE_RETURN_STD = "true_return_std"
 RM_ACCURACY = "rm_accuracy"
+#: Episodes the accuracy pairs were cut from (more than ``eval_episodes`` where clips
+#: are whole episodes, so the pairs are distinct).
+RM_ACCURACY_EPISODES = "rm_accuracy_episodes"
 WALL_TIME = "wall_time"
 TRAIN_TIME = "train_time"
 AGENT = "agent"

@@ -16,8 +16,14 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
 from prefbench.agents.protocol import Agent, PreferencePredictor
-from prefbench.benchmarks.columns import RM_ACCURACY, TRUE_RETURN, TRUE_RETURN_STD
+from prefbench.benchmarks.columns import (
+    RM_ACCURACY,
+    RM_ACCURACY_EPISODES,
+    TRUE_RETURN,
+    TRUE_RETURN_STD,
+)
 from prefbench.benchmarks.run_spec import RunSpec
+from prefbench.envs.data import Trajectory
 from prefbench.envs.kinds import Task
 from prefbench.envs.registry import Registry
 from prefbench.envs.rollout import make_vec_env, rollout
@@ -41,6 +47,10 @@ class Evaluator(Protocol):
         ...
 
 
+#: Environments stepped together for the extra accuracy episodes.
+ACCURACY_ENVS = 16
+
+
 class ControlEvaluator:
     """Control tasks: the policy on fresh episodes, the reward model on fresh pairs.
 
@@ -49,6 +59,11 @@ class ControlEvaluator:
     The true return is their mean. The reward model's accuracy is measured on
     ``spec.accuracy_pairs`` clip pairs cut from those episodes and labelled by the oracle
     teacher: the share of decided pairs where the ensemble's choice agrees.
+
+    Where the episodes hold fewer than two clip starts per pair (clips that are whole
+    episodes, as on Reacher: five episodes give five clips, at most ten distinct pairs),
+    more episodes of the same policy are played, :data:`ACCURACY_ENVS` at a time, until
+    they do; ``rm_accuracy_episodes`` records how many episodes the pairs came from.
 
     Args:
         task: The control task.
@@ -63,6 +78,7 @@ class ControlEvaluator:
         )
         self._pair_rng = make_rng(spec.seed, "accuracy_pairs")
         self._env: VecEnv | None = None
+        self._accuracy_env: VecEnv | None = None
 
     def evaluate(
         self, agent: Agent, reward_model: PreferencePredictor | None, round_index: int
@@ -74,23 +90,51 @@ class ControlEvaluator:
         self._env.seed(seed)
         trajs = rollout(self._env, agent.predict, frame_stack=self.task.frame_stack)
         returns = [t.true_return for t in trajs]
-        accuracy = math.nan
-        if reward_model is not None:
-            pairs = sample_clip_pairs(
-                trajs, self.spec.accuracy_pairs, self.task.clip_length, self._pair_rng
-            )
-            accuracy = reward_model.preference_accuracy(pairs, self._oracle.label(pairs).prefs)
-        return {
+        row = {
             TRUE_RETURN: float(np.mean(returns)),
             TRUE_RETURN_STD: float(np.std(returns)),
-            RM_ACCURACY: accuracy,
+            RM_ACCURACY: math.nan,
         }
+        if reward_model is not None:
+            clips_from = self._accuracy_episodes(agent, trajs, round_index)
+            pairs = sample_clip_pairs(
+                clips_from, self.spec.accuracy_pairs, self.task.clip_length, self._pair_rng
+            )
+            row[RM_ACCURACY] = reward_model.preference_accuracy(
+                pairs, self._oracle.label(pairs).prefs
+            )
+            row[RM_ACCURACY_EPISODES] = float(len(clips_from))
+        return row
+
+    def _accuracy_episodes(
+        self, agent: Agent, trajs: list[Trajectory], round_index: int
+    ) -> list[Trajectory]:
+        """``trajs`` plus episodes until there are two clip starts per accuracy pair."""
+        clip = self.task.clip_length
+        wanted = 2 * self.spec.accuracy_pairs
+        episodes = list(trajs)
+        starts = sum(max(0, len(t) - clip + 1) for t in episodes)
+        batch = 0
+        while starts < wanted:
+            seed = int31_seed(self.spec.seed, f"eval{round_index}-accuracy{batch}")
+            if self._accuracy_env is None:
+                self._accuracy_env = make_vec_env(self.task, ACCURACY_ENVS, seed)
+            self._accuracy_env.seed(seed)
+            more = rollout(self._accuracy_env, agent.predict, frame_stack=self.task.frame_stack)
+            gained = sum(max(0, len(t) - clip + 1) for t in more)
+            if gained == 0:
+                break  # episodes shorter than a clip: sample_clip_pairs reports it
+            episodes += more
+            starts += gained
+            batch += 1
+        return episodes
 
     def close(self) -> None:
         """Close the evaluation environments."""
-        if self._env is not None:
-            self._env.close()
-            self._env = None
+        for env in (self._env, self._accuracy_env):
+            if env is not None:
+                env.close()
+        self._env = self._accuracy_env = None
 
 
 def _evaluator_from_import(obj: object, path: str) -> Any:

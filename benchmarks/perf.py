@@ -72,6 +72,7 @@ def reward_model_throughput(args: argparse.Namespace) -> float:
         batch_size=args.batch,
         encoder=args.encoder,
         use_actions=not cnn,
+        input_norm=not cnn and not args.no_input_norm,
     )
     rng = np.random.default_rng(0)
     n = 512 if cnn else 4096
@@ -119,7 +120,7 @@ def reward_model_throughput(args: argparse.Namespace) -> float:
     flops = 6 * macs_per_row * k * args.batch * 2 * clip * steps  # forward 2x + backward 4x
     print(
         f"ensemble K={k}, hidden {hidden}x2, clip {clip}, obs {args.obs_dim}, act {args.act_dim}, "
-        f"batch {args.batch} pairs per member"
+        f"batch {args.batch} pairs per member, input norm {'on' if config.input_norm else 'off'}"
     )
     print(
         f"{steps} steps in {elapsed:.2f}s, {flops / elapsed / 1e9:.1f} GFLOP/s "
@@ -148,7 +149,10 @@ def frames_throughput(args: argparse.Namespace) -> float:
     obs_space, act_space = task.spaces()
     images = len(obs_space.shape) == 3
     config = RewardModelConfig(
-        encoder="cnn" if images else "flatten", use_actions=not images, output_std=0.05
+        encoder="cnn" if images else "flatten",
+        use_actions=not images,
+        input_norm=not images,
+        output_std=0.05,
     )
     model = RewardModel(obs_space.shape, action_dim(act_space), config, seed=0, device=args.device)
     skip = 4 if task.frame_stack else 1  # emulator frames per agent step

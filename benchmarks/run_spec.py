@@ -29,6 +29,9 @@ class RunSpec:
         eval_episodes: Episodes per evaluation.
         accuracy_pairs: Fresh oracle-labelled pairs per reward-model accuracy measurement.
         overrides: ``key=value`` agent config overrides.
+        preset: RL preset id (``prefbench list presets``) whose per-task settings go
+            before ``overrides``; ``""`` keeps the agent's own defaults (the paper's).
+            Agents without RL settings (``random``) ignore it.
     """
 
     task: str
@@ -41,6 +44,24 @@ class RunSpec:
     eval_episodes: int = 5
     accuracy_pairs: int = 500
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    preset: str = ""
+
+    def agent_overrides(self, task_id: str, agent_config: object) -> tuple[str, ...]:
+        """The preset's overrides for ``task_id``, then the run's own.
+
+        The preset applies only where the agent's config has ``rl`` settings.
+
+        Raises:
+            UnknownIdError: For an unknown preset.
+        """
+        if not self.preset:
+            return self.overrides
+        from prefbench.agents.presets import RL_PRESETS
+
+        preset = RL_PRESETS.get(self.preset)
+        if not hasattr(agent_config, "rl"):
+            return self.overrides
+        return (*preset.overrides(task_id), *self.overrides)
 
     def __post_init__(self) -> None:
         checks = [

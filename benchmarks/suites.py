@@ -90,6 +90,8 @@ class Cell:
         # Added after results were published: at its default it stays out of the hash.
         if s.accuracy_pairs != DEFAULT_ACCURACY_PAIRS:
             fields["accuracy_pairs"] = s.accuracy_pairs
+        if s.preset:
+            fields["preset"] = s.preset
         digest = hashlib.sha256(
             json.dumps({"format": SUITE_FORMAT, **fields}, sort_keys=True).encode()
         ).hexdigest()[:10]
@@ -116,6 +118,8 @@ class Suite:
         eval_every: Steps between evaluations (0: a tenth of the run).
         eval_episodes: Episodes per evaluation.
         accuracy_pairs: Fresh pairs per reward-model accuracy measurement.
+        preset: RL preset of every SB3 agent (``prefbench list presets``; ``""``: the
+            agents' own defaults, the paper's settings).
         version: Bumped when a change to the suite makes old results incomparable.
         reference_agent: Agent name scored 1 when normalising (true-reward RL).
         floor_agent: Agent name scored 0 when normalising (random policy).
@@ -131,6 +135,7 @@ class Suite:
     eval_every: int = 0
     eval_episodes: int = 5
     accuracy_pairs: int = DEFAULT_ACCURACY_PAIRS
+    preset: str = ""
     version: int = 1
     reference_agent: str = "ppo"
     floor_agent: str = "random"
@@ -158,9 +163,17 @@ class Suite:
             )
         for task in self.tasks:
             Budget.for_task(get_task(task), self.steps_for(task))
+        if self.preset:
+            from prefbench.agents.presets import RL_PRESETS
+
+            RL_PRESETS.get(self.preset)
         for entry in self.agents:
             spec = AGENTS.get(entry.agent)
-            spec.configure(entry.overrides)  # a bad key fails here, not mid-run
+            for task in self.tasks:  # a bad key fails here, not mid-run
+                probe = RunSpec(
+                    task=task, agent=entry.agent, overrides=entry.overrides, preset=self.preset
+                )
+                spec.configure(probe.agent_overrides(get_task(task).id, spec.config))
             if spec.uses_teacher:
                 if not entry.label_budgets or min(entry.label_budgets) < 1:
                     raise ValueError(
@@ -198,6 +211,7 @@ class Suite:
                             eval_episodes=self.eval_episodes,
                             accuracy_pairs=self.accuracy_pairs,
                             overrides=entry.overrides,
+                            preset=self.preset,
                         )
                         out.append(Cell(self.name, entry.agent_name, run))
         return out
@@ -215,18 +229,22 @@ def register_suite(suite: Suite) -> Suite:
 register_suite(
     Suite(
         name="quick",
-        description="a few minutes on 2 CPU cores: Pendulum and HalfCheetah, short budgets, "
-        "preference PPO vs true-reward PPO vs random",
-        tasks=("pendulum", "halfcheetah"),
+        description="about 5 minutes on 2 CPU cores: InvertedPendulum and Reacher, 3 seeds, "
+        "preference PPO (300 labels) vs true-reward PPO vs random",
+        tasks=("inverted-pendulum", "reacher"),
         agents=(
-            AgentEntry("pref-ppo", label_budgets=(300,)),
+            AgentEntry("pref-ppo", label_budgets=(300,), overrides=("loop.random_steps=2000",)),
             AgentEntry("ppo"),
             AgentEntry("random"),
         ),
-        steps={"pendulum": 30_000, "halfcheetah": 50_000},
-        seeds=2,
+        steps={"inverted-pendulum": 40_000, "reacher": 50_000},
+        seeds=3,
         eval_every=10_000,
-        eval_episodes=3,
+        eval_episodes=5,
+        accuracy_pairs=200,
+        # 2: InvertedPendulum and Reacher (v1: Pendulum and HalfCheetah, where 30k-50k
+        # steps showed no learning by any agent).
+        version=2,
     )
 )
 
@@ -246,7 +264,8 @@ register_suite(
         steps={"*": 2_000_000},
         seeds=3,
         # 2: early termination restarts the episode (was: absorbing state).
-        version=2,
+        # 3: reward-model inputs standardised; Reacher's accuracy on distinct pairs.
+        version=3,
     )
 )
 
@@ -269,7 +288,8 @@ register_suite(
         },
         seeds=3,
         # 2: early termination restarts the episode (was: absorbing state).
-        version=2,
+        # 3: reward-model inputs standardised; Reacher's accuracy on distinct pairs.
+        version=3,
     )
 )
 

@@ -77,7 +77,7 @@ def check_run(spec: RunSpec) -> tuple[Task, AgentSpec]:
         raise ValueError(
             f"task {spec.task!r} needs the {missing} extra: pip install 'prefbench[{missing}]'"
         )
-    agent.configure(spec.overrides)
+    agent.configure(spec.agent_overrides(task.id, agent.config))
     if agent.uses_teacher:
         make_teacher(spec.teacher, make_rng(0, "check"))
         if spec.label_budget < 1:
@@ -131,7 +131,7 @@ def train(
         else None
     )
     with scoped_torch(spec.seed, cfg.threads):
-        agent = agent_spec.build(ctx, teacher, spec.overrides)
+        agent = agent_spec.build(ctx, teacher, spec.agent_overrides(task.id, agent_spec.config))
         recorder = RunRecorder(
             agent, make_evaluator(task, spec), run_dir, spec, logger, cfg.progress, on_progress
         )

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
+from prefbench.envs.mujoco_log import route_mujoco_warnings
 from prefbench.envs.registry import Registry, instance_of
 
 #: Simulated seconds per clip in the paper's MuJoCo experiments.
@@ -228,19 +229,45 @@ def get_task(name: str) -> TaskSpec:
 
 # Christiano et al. 2017's eight MuJoCo tasks (Gymnasium v5), plus Pendulum-v1 for fast tests.
 _CONTROL_TASKS = (
-    TaskSpec("hopper", "Hopper-v5", 1000, can_terminate=True, extra="mujoco"),
-    TaskSpec("walker2d", "Walker2d-v5", 1000, can_terminate=True, extra="mujoco"),
-    TaskSpec("swimmer", "Swimmer-v5", 1000, entropy_coef=0.001, extra="mujoco"),
-    TaskSpec("halfcheetah", "HalfCheetah-v5", 1000, extra="mujoco"),
-    TaskSpec("ant", "Ant-v5", 1000, can_terminate=True, extra="mujoco"),
-    TaskSpec("reacher", "Reacher-v5", 50, extra="mujoco"),
-    TaskSpec("inverted-pendulum", "InvertedPendulum-v5", 1000, can_terminate=True, extra="mujoco"),
+    TaskSpec(
+        "hopper", "Hopper-v5", 1000, can_terminate=True, extra="mujoco", setup=route_mujoco_warnings
+    ),
+    TaskSpec(
+        "walker2d",
+        "Walker2d-v5",
+        1000,
+        can_terminate=True,
+        extra="mujoco",
+        setup=route_mujoco_warnings,
+    ),
+    TaskSpec(
+        "swimmer",
+        "Swimmer-v5",
+        1000,
+        entropy_coef=0.001,
+        extra="mujoco",
+        setup=route_mujoco_warnings,
+    ),
+    TaskSpec("halfcheetah", "HalfCheetah-v5", 1000, extra="mujoco", setup=route_mujoco_warnings),
+    TaskSpec(
+        "ant", "Ant-v5", 1000, can_terminate=True, extra="mujoco", setup=route_mujoco_warnings
+    ),
+    TaskSpec("reacher", "Reacher-v5", 50, extra="mujoco", setup=route_mujoco_warnings),
+    TaskSpec(
+        "inverted-pendulum",
+        "InvertedPendulum-v5",
+        1000,
+        can_terminate=True,
+        extra="mujoco",
+        setup=route_mujoco_warnings,
+    ),
     TaskSpec(
         "inverted-double-pendulum",
         "InvertedDoublePendulum-v5",
         1000,
         can_terminate=True,
         extra="mujoco",
+        setup=route_mujoco_warnings,
     ),
     TaskSpec("pendulum", "Pendulum-v1", 200),
 )

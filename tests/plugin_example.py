@@ -121,3 +121,7 @@ class CoinFlipTeacher:
 
         n = len(pairs)
         return Labels(self.rng.integers(0, 2, n).astype(np.float32), np.ones(n, dtype=bool))
+
+
+#: Reacher's shape on Pendulum: 50-step episodes and 50-step clips, one clip per episode.
+WHOLE_EPISODE_PENDULUM = TaskSpec("whole-episode-pendulum", "Pendulum-v1", 50, clip_steps=50)

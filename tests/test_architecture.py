@@ -90,6 +90,8 @@ def test_list_works_without_optional_extras():
         "for m in ('mujoco', 'ale_py', 'ray', 'cv2'):\n"
         "    sys.modules[m] = None\n"
         "from prefbench.benchmarks.cli import main\n"
+        "assert main(['list', 'presets']) == 0\n"
+        "print('---')\n"
         "assert main(['list', 'agents']) == 0\n"
         "assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules\n"
         "assert main(['list', 'tasks']) == 0\n"
@@ -97,7 +99,9 @@ def test_list_works_without_optional_extras():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
+    presets, listing = proc.stdout.split("---\n")
+    assert "zoo" in presets
+    lines = {line.split()[0]: line for line in listing.splitlines() if line.strip()}
     assert "needs prefbench[mujoco]" in lines["halfcheetah"]
     assert lines["pendulum"].split()[-1] == "30"  # classic control needs no extra
     assert lines["pong"].split()[-1] == "25"  # fixed Atari clips need no emulator

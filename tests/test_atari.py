@@ -174,7 +174,12 @@ def test_folded_weights_are_cached_and_follow_every_change():
 
 def _tiny_atari_model():
     cfg = RewardModelConfig(
-        encoder="cnn", hidden_sizes=(8,), use_actions=False, batch_size=4, output_std=0.05
+        encoder="cnn",
+        hidden_sizes=(8,),
+        use_actions=False,
+        input_norm=False,
+        batch_size=4,
+        output_std=0.05,
     )
     return RewardModel((4, 84, 84), 1, cfg, seed=0, device="cpu")
 

@@ -171,7 +171,12 @@ def test_memory_per_thousand_atari_clips():
 
 def conv_model(seed=0) -> RewardModel:
     config = RewardModelConfig(
-        encoder="cnn", hidden_sizes=(8,), use_actions=False, batch_size=4, output_std=0.05
+        encoder="cnn",
+        hidden_sizes=(8,),
+        use_actions=False,
+        input_norm=False,
+        batch_size=4,
+        output_std=0.05,
     )
     return RewardModel((4, 84, 84), 1, config, seed=seed, device="cpu")
 
