@@ -1,7 +1,9 @@
 """Named RL settings per task: the paper's, and rl-baselines3-zoo's tuned PPO.
 
 A preset is a list of ``--set`` overrides per task id, applied to an SB3 agent's config
-before the run's own overrides (so ``--set`` still wins). ``paper`` is the agents' own
+before the run's own overrides (so ``--set`` still wins). The tuned presets are PPO
+settings and do not change the algorithm: with a TRPO or A2C agent they fail as
+settings that learner rejects, instead of silently training PPO. ``paper`` is the agents' own
 defaults (Christiano et al. 2017: discount 0.995, GAE 0.97, the task's entropy bonus).
 ``zoo`` is rl-baselines3-zoo's tuned PPO for the MuJoCo tasks (its ``hyperparams/ppo.yml``,
 tuned on v3/v4 with the same dynamics as v5) and Pendulum-v1, including its observation
@@ -70,7 +72,6 @@ def _zoo(
         f'"{k}":{str(v).lower() if isinstance(v, bool) else v}' for k, v in algo.items()
     )
     out = (
-        "rl.algo=ppo",
         f"rl.n_envs={n_envs}",
         f"rl.n_steps={n_steps}",
         f"rl.gamma={gamma}",
@@ -131,7 +132,6 @@ IMITATION = RLPreset(
     "imitation scripts/config/train_preference_comparisons.py (seals_* named configs)",
     {
         "halfcheetah": (
-            "rl.algo=ppo",
             "rl.n_envs=4",
             "rl.n_steps=128",
             "rl.gamma=0.95",

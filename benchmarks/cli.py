@@ -181,7 +181,8 @@ def _cmd_list(what: str) -> None:
 
         for name in SUITES:
             suite = SUITES.get(name)
-            print(f"{name:24} {len(suite.cells()):4d} cells  {suite.description}")
+            preset = suite.preset or "paper"
+            print(f"{name:24} {len(suite.cells()):4d} cells  {preset:9} {suite.description}")
     elif what == "presets":
         _list_presets()
     else:

@@ -264,7 +264,7 @@ register_suite(
         steps={"*": 2_000_000},
         seeds=3,
         # 2: early termination restarts the episode (was: absorbing state).
-        # 3: reward-model inputs standardised; Reacher's accuracy on distinct pairs.
+        # 3: reward-model inputs standardised.
         version=3,
     )
 )
@@ -272,7 +272,8 @@ register_suite(
 register_suite(
     Suite(
         name="christiano-mujoco-cpu",
-        description="a CPU-sized subset of christiano-mujoco (about an hour on 2 cores): "
+        description="a CPU-sized subset of christiano-mujoco (a few hours on 2 cores, zoo "
+        "preset): "
         "HalfCheetah, Hopper, InvertedPendulum, Reacher with PPO",
         tasks=("halfcheetah", "hopper", "inverted-pendulum", "reacher"),
         agents=(
@@ -288,7 +289,11 @@ register_suite(
         },
         seeds=3,
         # 2: early termination restarts the episode (was: absorbing state).
-        # 3: reward-model inputs standardised; Reacher's accuracy on distinct pairs.
+        # rl-baselines3-zoo's tuned PPO: the normalised score's 1.0 is a strong learner
+        # (HalfCheetah, 300k steps: 4,687 against 1,243 with imitation's PPO settings).
+        preset="zoo",
+        # 3: zoo preset; reward-model inputs standardised; Reacher's accuracy on
+        # distinct pairs.
         version=3,
     )
 )
