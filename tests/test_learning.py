@@ -5,7 +5,8 @@ accuracy on fresh pairs 0.85 at the start and 0.91 at the end with the oracle te
 0.43 with a teacher that flips a coin (with input standardisation, commit 81d5d19:
 0.943, 0.917, 0.867 at 0, 5k and 10k steps, and 0.42, 0.53, 0.68 with the coin);
 InvertedPendulum, 200 labels, 40k steps: true return 659 with the oracle teacher (seed 1:
-725), -896 for the random policy, -1750 when the teacher flips a coin. The floors leave room for other CPUs' rounding.
+725), -896 for the random policy, -1750 when the teacher flips a coin. The floors leave
+room for other CPUs' rounding.
 """
 
 from pathlib import Path
