@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig
-from prefbench.agents.reward_nets import INPUT_NORM_EPS
+from prefbench.agents.reward_nets import INPUT_STATS
 from prefbench.envs.data import CheckpointError
 from prefbench.envs.files import atomic_path
 
@@ -116,29 +116,19 @@ def _read(path: Path) -> dict[str, Any]:
             f"{path} has format version {payload.get('version')}, expected {FORMAT_VERSION}"
         )
     if payload["version"] == 1:
-        payload = _upgrade_v1(payload)
+        # Those models computed with input normalisation off; `_restore` gives them the
+        # identity statistics a fresh model starts with.
+        payload = {**payload, "config": {**payload.get("config", {}), "input_norm": False}}
     return payload
-
-
-def _upgrade_v1(payload: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 payload as version 2: input normalisation off, identity statistics."""
-    config = {**payload.get("config", {}), "input_norm": False}
-    state = dict(payload.get("state_dict", {}))
-    width = None
-    for key, value in state.items():
-        if key.startswith("trunk.0.weight") or (key == "head.weight" and width is None):
-            width = value.shape[1]
-    if width is not None:
-        state.setdefault("in_count", torch.zeros((), dtype=torch.float64))
-        state.setdefault("in_labels", torch.zeros((), dtype=torch.int64))
-        state.setdefault("in_mean", torch.zeros(width, dtype=torch.float64))
-        state.setdefault("in_var", torch.full((width,), 1 - INPUT_NORM_EPS, dtype=torch.float64))
-    return {**payload, "config": config, "state_dict": state, "version": 2}
 
 
 def _restore(model: RewardModel, payload: dict[str, Any], path: Path) -> None:
     try:
-        model.net.load_state_dict(payload["state_dict"])
+        state = payload["state_dict"]
+        if payload["version"] == 1:
+            fresh = model.net.state_dict()
+            state = {**{k: fresh[k] for k in INPUT_STATS}, **state}
+        model.net.load_state_dict(state)
         model.l2 = payload["l2"].numpy().astype(np.float64)
         model.holdout = payload["holdout"].numpy().astype(bool)
         model.optimizer.load_state_dict(payload["optimizer"])

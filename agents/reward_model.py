@@ -317,17 +317,16 @@ class RewardModel:
         """
         if not self.config.input_norm:
             return
-        seen = int(self.net.in_labels.item())
-        start = max(0, seen - first_label)
-        total = first_label + d.prefs.shape[0]
-        if start >= d.prefs.shape[0]:
+        n = d.prefs.shape[0]
+        start = max(0, int(self.net.in_labels.item()) - first_label)
+        if start >= n:
             return
         obs = d.obs[start:]  # (N_new, 2, H, *O); input_norm implies no frame stack
         acts = d.acts[start:]
         flat_obs = obs.reshape(-1, *obs.shape[3:])
         flat_acts = acts.reshape(flat_obs.shape[0], -1)
         self.net.update_input_stats(self.net.trunk_inputs(flat_obs, flat_acts))
-        self.net.in_labels.fill_(total)
+        self.net.in_labels.fill_(first_label + n)
 
     @torch.no_grad()
     def calibrate_batch_norm(

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: Added to the running variance before the square root (as in imitation's RunningNorm).
 INPUT_NORM_EPS = 1e-5
+#: The buffers holding the input statistics (checkpoint version 1 has none).
+INPUT_STATS = ("in_count", "in_labels", "in_mean", "in_var")
 
 
 class RewardEnsemble(nn.Module):
@@ -71,9 +73,7 @@ class RewardEnsemble(nn.Module):
 
     def features(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
         """Last hidden layer: ``(K, M, *O)``, ``(K, M, A)`` -> ``(K, M, hidden)``."""
-        x = self.encoder(obs)
-        if self.act_dim:
-            x = torch.cat([x, acts.reshape(*acts.shape[:2], self.act_dim).float()], dim=-1)
+        x = self._raw_inputs(obs, acts)
         if self.config.input_norm:
             x = (x - self.in_mean.float()) * self.in_scale()
         slope = self.config.leaky_relu_slope
@@ -112,12 +112,16 @@ class RewardEnsemble(nn.Module):
             self.in_var.copy_(m2 / total)
         self.in_count.fill_(total)
 
+    def _raw_inputs(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+        """Encoded observations and actions: ``(K, M, *O)``, ``(K, M, A)`` -> ``(K, M, D)``."""
+        x = self.encoder(obs)
+        if self.act_dim:
+            x = torch.cat([x, acts.reshape(*acts.shape[:2], self.act_dim).float()], dim=-1)
+        return x
+
     def trunk_inputs(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
         """Unnormalised trunk inputs: ``(M, *O)``, ``(M, A)`` -> ``(M, D)`` (flatten encoder)."""
-        x = self.encoder(obs.unsqueeze(0))[0]
-        if self.act_dim:
-            x = torch.cat([x, acts.reshape(acts.shape[0], self.act_dim).float()], dim=-1)
-        return x
+        return self._raw_inputs(obs.unsqueeze(0), None if acts is None else acts.unsqueeze(0))[0]
 
     def step_rewards(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
         """Raw per-step rewards: ``(K, M, *O)``, ``(K, M, A)`` -> ``(K, M)``."""

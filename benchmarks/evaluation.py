@@ -111,9 +111,13 @@ class ControlEvaluator:
     ) -> list[Trajectory]:
         """``trajs`` plus episodes until there are two clip starts per accuracy pair."""
         clip = self.task.clip_length
+
+        def clip_starts(ts: list[Trajectory]) -> int:
+            return sum(max(0, len(t) - clip + 1) for t in ts)
+
         wanted = 2 * self.spec.accuracy_pairs
         episodes = list(trajs)
-        starts = sum(max(0, len(t) - clip + 1) for t in episodes)
+        starts = clip_starts(episodes)
         batch = 0
         while starts < wanted:
             seed = int31_seed(self.spec.seed, f"eval{round_index}-accuracy{batch}")
@@ -121,7 +125,7 @@ class ControlEvaluator:
                 self._accuracy_env = make_vec_env(self.task, ACCURACY_ENVS, seed)
             self._accuracy_env.seed(seed)
             more = rollout(self._accuracy_env, agent.predict, frame_stack=self.task.frame_stack)
-            gained = sum(max(0, len(t) - clip + 1) for t in more)
+            gained = clip_starts(more)
             if gained == 0:
                 break  # episodes shorter than a clip: sample_clip_pairs reports it
             episodes += more

@@ -118,7 +118,9 @@ class TaskSpec:
             told otherwise.
         termination: What follows an early termination under the fixed-length edit:
             ``"reset"`` or ``"absorb"`` (see :class:`FixedLengthEpisode`).
-        setup: Called before ``gym.make`` (e.g. to register ALE environments).
+        setup: Called before ``gym.make`` (e.g. to register ALE environments). Tasks with
+            the ``mujoco`` extra also route MuJoCo's warnings to logging first
+            (:mod:`prefbench.envs.mujoco_log`).
         preprocess: Wraps the raw environment, inside the fixed-length edit.
         frame_stack: Stack this many observations, outside the fixed-length edit (0: none).
         stochastic_eval: Evaluate learned policies by sampling their actions (the usual
@@ -153,8 +155,7 @@ class TaskSpec:
                 ``None`` takes the task's default.
             render_mode: Passed to ``gym.make``.
         """
-        if self.setup is not None:
-            self.setup()
+        self._prepare()
         if self.preprocess is None:
             env = gym.make(
                 self.env_id,
@@ -173,11 +174,17 @@ class TaskSpec:
             env = gym.wrappers.FrameStackObservation(env, self.frame_stack)
         return env
 
+    def _prepare(self) -> None:
+        """What must happen in this process before ``gym.make``."""
+        if self.extra == "mujoco":
+            route_mujoco_warnings()
+        if self.setup is not None:
+            self.setup()
+
     @cached_property
     def dt(self) -> float:
         """Simulated seconds per agent step."""
-        if self.setup is not None:
-            self.setup()
+        self._prepare()
         env = gym.make(self.env_id, **self.env_kwargs)
         try:
             return float(env.unwrapped.dt)  # type: ignore[attr-defined]
@@ -229,45 +236,19 @@ def get_task(name: str) -> TaskSpec:
 
 # Christiano et al. 2017's eight MuJoCo tasks (Gymnasium v5), plus Pendulum-v1 for fast tests.
 _CONTROL_TASKS = (
-    TaskSpec(
-        "hopper", "Hopper-v5", 1000, can_terminate=True, extra="mujoco", setup=route_mujoco_warnings
-    ),
-    TaskSpec(
-        "walker2d",
-        "Walker2d-v5",
-        1000,
-        can_terminate=True,
-        extra="mujoco",
-        setup=route_mujoco_warnings,
-    ),
-    TaskSpec(
-        "swimmer",
-        "Swimmer-v5",
-        1000,
-        entropy_coef=0.001,
-        extra="mujoco",
-        setup=route_mujoco_warnings,
-    ),
-    TaskSpec("halfcheetah", "HalfCheetah-v5", 1000, extra="mujoco", setup=route_mujoco_warnings),
-    TaskSpec(
-        "ant", "Ant-v5", 1000, can_terminate=True, extra="mujoco", setup=route_mujoco_warnings
-    ),
-    TaskSpec("reacher", "Reacher-v5", 50, extra="mujoco", setup=route_mujoco_warnings),
-    TaskSpec(
-        "inverted-pendulum",
-        "InvertedPendulum-v5",
-        1000,
-        can_terminate=True,
-        extra="mujoco",
-        setup=route_mujoco_warnings,
-    ),
+    TaskSpec("hopper", "Hopper-v5", 1000, can_terminate=True, extra="mujoco"),
+    TaskSpec("walker2d", "Walker2d-v5", 1000, can_terminate=True, extra="mujoco"),
+    TaskSpec("swimmer", "Swimmer-v5", 1000, entropy_coef=0.001, extra="mujoco"),
+    TaskSpec("halfcheetah", "HalfCheetah-v5", 1000, extra="mujoco"),
+    TaskSpec("ant", "Ant-v5", 1000, can_terminate=True, extra="mujoco"),
+    TaskSpec("reacher", "Reacher-v5", 50, extra="mujoco"),
+    TaskSpec("inverted-pendulum", "InvertedPendulum-v5", 1000, can_terminate=True, extra="mujoco"),
     TaskSpec(
         "inverted-double-pendulum",
         "InvertedDoublePendulum-v5",
         1000,
         can_terminate=True,
         extra="mujoco",
-        setup=route_mujoco_warnings,
     ),
     TaskSpec("pendulum", "Pendulum-v1", 200),
 )

@@ -7,11 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from test_frames import conv_model
 from torch import nn
 
 from prefbench.agents.encoders import EnsembleConvEncoder, SeededDropout
 from prefbench.agents.reward_checkpoint import load_reward_model, save_reward_model
-from prefbench.agents.reward_model import RewardModel, RewardModelConfig
+from prefbench.agents.reward_model import RewardModelConfig
 from prefbench.envs.atari import ATARI_TASKS, SCORE_MASKS, ScoreMask, ScoreMaskWrapper
 from prefbench.envs.data import ClipPairs, PreferenceDataset, load_dataset
 
@@ -172,20 +173,8 @@ def test_folded_weights_are_cached_and_follow_every_change():
     assert enc.net[0].weight.grad is not None and enc.net[0].weight.grad.abs().sum() > 0
 
 
-def _tiny_atari_model():
-    cfg = RewardModelConfig(
-        encoder="cnn",
-        hidden_sizes=(8,),
-        use_actions=False,
-        input_norm=False,
-        batch_size=4,
-        output_std=0.05,
-    )
-    return RewardModel((4, 84, 84), 1, cfg, seed=0, device="cpu")
-
-
 def test_conv_l2_penalty_is_per_member():
-    model = _tiny_atari_model()
+    model = conv_model()
     k = model.config.ensemble_size
     expected = torch.zeros(k)
     for module in model.net.modules():
@@ -205,7 +194,7 @@ def test_conv_reward_model_fits_and_round_trips(tmp_path):
     rewards = obs[:, :, :, -1].mean(axis=(-1, -2)).astype(np.float32) / 255
     pairs = ClipPairs(obs, np.zeros((n, 2, h, 1), np.float32), rewards)
     prefs = (rewards.sum(-1)[:, 0] > rewards.sum(-1)[:, 1]).astype(np.float32)
-    model = _tiny_atari_model()
+    model = conv_model()
     stats = model.fit(PreferenceDataset(pairs, prefs), epochs=1)
     assert np.isfinite(stats.train_loss).all() and stats.steps >= 1
     states = obs[:, 0].reshape(-1, 4, 84, 84)
@@ -225,7 +214,7 @@ def test_batch_norm_calibration_matches_dropout_free_statistics():
     obs = rng.integers(0, 256, (n, 2, h, 4, 84, 84), dtype=np.uint8)
     pairs = ClipPairs(obs, np.zeros((n, 2, h, 1), np.float32), np.zeros((n, 2, h), np.float32))
     data = PreferenceDataset(pairs, rng.integers(0, 2, n).astype(np.float32))
-    model = _tiny_atari_model()
+    model = conv_model()
     model.config = replace(model.config, bn_calibration_pairs=0)
     model.fit(data, epochs=2)  # running averages of training, taken with dropout on
     d, k = model.to_device(data), model.config.ensemble_size

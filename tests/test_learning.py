@@ -18,6 +18,15 @@ from prefbench.benchmarks.run_spec import RunSpec, TrainConfig
 from prefbench.benchmarks.train import train
 
 TESTS_DIR = Path(__file__).resolve().parent
+#: The Pendulum preference runs of the accuracy floors (the task is added per test).
+PENDULUM_RUN = dict(
+    agent="pref-ppo",
+    label_budget=300,
+    steps=10_240,
+    eval_every=5120,
+    eval_episodes=3,
+    accuracy_pairs=300,
+)
 
 
 def _run(out: Path, **spec: object) -> tuple[dict, pd.DataFrame]:
@@ -31,15 +40,7 @@ def plugins(monkeypatch):
 
 
 def test_reward_model_learns_the_pendulum_reward_and_not_a_coin(plugins, tmp_path):
-    spec = dict(
-        task="pendulum",
-        agent="pref-ppo",
-        label_budget=300,
-        steps=10_240,
-        eval_every=5120,
-        eval_episodes=3,
-        accuracy_pairs=300,
-    )
+    spec = {**PENDULUM_RUN, "task": "pendulum"}
     _, oracle = _run(tmp_path, **spec)
     accuracy = oracle["rm_accuracy"].to_numpy()
     assert accuracy.min() >= 0.8, accuracy
@@ -72,16 +73,7 @@ def test_reward_model_learns_whole_episode_clips(plugins, tmp_path):
     # Reacher's shape (every clip a whole episode) on Pendulum. Measured (seeds 0, 1):
     # accuracy at 0 / 5k / 10k steps 0.967 / 0.967 / 0.856 and 0.973 / 0.923 / 0.837,
     # each on 300 pairs cut from 611 episodes.
-    _, metrics = _run(
-        tmp_path,
-        task="plugin_example:WHOLE_EPISODE_PENDULUM",
-        agent="pref-ppo",
-        label_budget=300,
-        steps=10_240,
-        eval_every=5120,
-        eval_episodes=3,
-        accuracy_pairs=300,
-    )
+    _, metrics = _run(tmp_path, **PENDULUM_RUN, task="plugin_example:WHOLE_EPISODE_PENDULUM")
     accuracy = metrics["rm_accuracy"].to_numpy()
     assert (metrics["rm_accuracy_episodes"] >= 600).all()
     assert accuracy.min() >= 0.75 and accuracy.mean() >= 0.82, accuracy
