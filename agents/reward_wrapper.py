@@ -91,7 +91,13 @@ class RewardVecEnv(VecEnvWrapper):
         for i, recorder in enumerate(self._recorders):
             recorder.add(prev_obs[i], acts[i], true_rew[i])
             if dones[i]:
-                self._finished.append(recorder.finish())
+                info = infos[i]
+                self._finished.append(
+                    recorder.finish(
+                        info.get("terminal_observation"),
+                        terminated=not info.get("TimeLimit.truncated", False),
+                    )
+                )
         if self.reward_fn is None:
             rewards = np.asarray(true_rew, dtype=np.float32)
             if self.sign_true_reward:

@@ -106,7 +106,13 @@ class SB3Agent:
 
         The mode, or samples where the task evaluates stochastically (Atari).
         """
-        deterministic = not self.ctx.task.stochastic_eval
+        return self.act(obs, deterministic=not self.ctx.task.stochastic_eval)
+
+    def act(self, obs: np.ndarray, *, deterministic: bool) -> np.ndarray:
+        """Actions for ``(n, *O)`` raw observations: the mode, or samples from the policy.
+
+        Samples draw from torch's global generator (seed it around the call).
+        """
         if self.normalizer is not None:
             obs = self.normalizer.normalize_obs(obs)
         return self.learner.predict(obs, deterministic=deterministic)[0]

@@ -3,7 +3,8 @@
 ``prefbench run SUITE``: every cell of a suite, then the results table;
 ``prefbench report DIR``: tables and plots of a results folder; ``prefbench train``: one
 run; ``prefbench list tasks|agents|teachers|suites|presets``: what is registered;
-``prefbench perf reward-model|frames|overhead``: throughput and overhead figures. Bad input ends
+``prefbench perf reward-model|frames|overhead``: throughput and overhead figures;
+``prefbench data make|list``: offline datasets. Bad input ends
 with a one-line ``prefbench: error: ...`` and exit status 2.
 """
 
@@ -53,6 +54,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="tables (Markdown, LaTeX) and plots of a results folder")
     rep.add_argument("results", type=Path)
+
+    d = sub.add_parser("data", help="offline datasets (Minari format): build and list")
+    dsub = d.add_subparsers(dest="data", required=True)
+    mk = dsub.add_parser(
+        "make", help="build a dataset (hopper-medium-replay) or every one of a task (hopper)"
+    )
+    mk.add_argument("name", help="dataset id or task (see `prefbench data list`)")
+    from prefbench.benchmarks.data_config import config_flags
+
+    for flag, default, kind, text in config_flags():
+        mk.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default})")
+    dsub.add_parser("list", help="the built-in and installed datasets, and where they are")
 
     p = sub.add_parser("perf", help="measure throughput")
     psub = p.add_subparsers(dest="perf", required=True)
@@ -296,6 +309,15 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_train(args)
         elif args.command == "run":
             return _cmd_run(args)
+        elif args.command == "data":
+            from prefbench.benchmarks import data_make
+
+            if args.data == "make":
+                from prefbench.benchmarks.data_config import config_from_args
+
+                data_make.make_datasets(args.name, config_from_args(args))
+            else:
+                print(data_make.dataset_table(), end="")
         elif args.command == "report":
             from prefbench.benchmarks.report import write_report
 

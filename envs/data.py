@@ -80,12 +80,18 @@ class Trajectory:
         frames: ``(T + k - 1, F...)`` for ``k``-frame-stacked observations stored compactly
             (then ``obs``, ``(T, k, F...)``, is a view of it; build with :meth:`from_frames`);
             ``None`` when ``obs`` holds its own data.
+        final_obs: ``(O...)`` the observation after the last action, where the recorder
+            kept it (training environments do; offline datasets need it); else ``None``.
+        terminated: The episode ended in a terminal state (not by a time limit or the end
+            of recording). Meaningful for finished episodes only.
     """
 
     obs: np.ndarray
     acts: np.ndarray
     true_rewards: np.ndarray
     frames: np.ndarray | None = field(default=None, repr=False)
+    final_obs: np.ndarray | None = field(default=None, repr=False)
+    terminated: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.obs)

@@ -59,15 +59,23 @@ class EpisodeRecorder:
         self._acts.append(np.array(act))
         self._rews.append(float(reward))
 
-    def finish(self) -> Trajectory:
-        """The trajectory recorded so far; the recorder starts afresh."""
+    def finish(self, final_obs: np.ndarray | None = None, terminated: bool = False) -> Trajectory:
+        """The trajectory recorded so far; the recorder starts afresh.
+
+        Args:
+            final_obs: The observation after the last action (kept whole observations only).
+            terminated: The episode reached a terminal state (not a time limit).
+        """
         if not self._acts:
             raise ValueError("no steps recorded")
         acts, rews = np.stack(self._acts), np.asarray(self._rews, dtype=np.float32)
         if self.frame_stack:
             traj = Trajectory.from_frames(np.stack(self._obs), self.frame_stack, acts, rews)
         else:
-            traj = Trajectory(np.stack(self._obs), acts, rews)
+            final = None if final_obs is None else np.array(final_obs)
+            traj = Trajectory(
+                np.stack(self._obs), acts, rews, final_obs=final, terminated=terminated
+            )
         self.clear()
         return traj
 

@@ -1,0 +1,356 @@
+"""``prefbench data make``: D4RL-style datasets from policies the suite trains itself.
+
+For one control task (Hopper, Walker2d, HalfCheetah) the recipe is:
+
+1. **Behaviour run.** PPO with rl-baselines3-zoo's tuned settings (``--preset zoo``)
+   trains on the true reward in the raw environment (early termination ends episodes,
+   as in D4RL) for ``behaviour_steps``. Every ``snapshot_every`` steps it saves a
+   policy snapshot, scores it on ``eval_episodes`` deterministic episodes, and stores
+   the episodes training finished since the last snapshot (the replay data).
+2. **References.** The last snapshot is the *expert*; its score and a uniformly random
+   policy's are the normalised score's 100 and 0 (``ref_max_score``/``ref_min_score``).
+3. **Medium.** The snapshot whose normalised score is nearest ``medium_fraction``
+   (D4RL: about a third of the expert).
+4. **Datasets** of ``dataset_steps`` steps each, whole episodes, actions sampled from
+   the policy (as D4RL's): ``random``, ``medium``, ``expert``; ``medium-replay`` is every
+   episode training finished before the medium snapshot; ``medium-expert`` is the
+   medium and expert datasets together.
+
+Everything is resumable: the behaviour run goes on from its last snapshot after a kill
+(episodes in flight then are lost, as in any resume), collected datasets are cached as
+files before they are written to Minari, and a dataset already installed is not built
+again. Work in progress lives under the hidden folder ``.prefbench`` of Minari's datasets
+root, keyed by the behaviour settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prefbench.agents import AGENTS, RunContext
+from prefbench.agents.presets import RL_PRESETS
+from prefbench.agents.reward_wrapper import make_training_env
+from prefbench.agents.sb3_agent import SB3Agent
+from prefbench.benchmarks.data_config import DataMakeConfig
+from prefbench.benchmarks.run_folder import git_commit
+from prefbench.envs.data import CheckpointError, Trajectory
+from prefbench.envs.episodes import Episodes, load_episodes, save_episodes
+from prefbench.envs.files import write_json
+from prefbench.envs.kinds import Budget
+from prefbench.envs.minari_io import dataset_exists, work_dir, write_dataset
+from prefbench.envs.offline_tasks import DATASET_ENVS, QUALITIES, OfflineTask, get_offline_task
+from prefbench.envs.rollout import make_vec_env, random_actions, rollout
+from prefbench.envs.seeding import int31_seed, make_rng, scoped_torch, stream_seed
+
+#: ``(obs (n, *O)) -> (n, A...)`` actions.
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def parse_targets(name: str) -> list[OfflineTask]:
+    """The datasets ``name`` asks for: one id (``hopper-medium``) or a task (``hopper``)."""
+    if name in DATASET_ENVS:
+        return [get_offline_task(f"{name}-{q}") for q in QUALITIES]
+    task = get_offline_task(name)
+    if not task.quality:
+        raise ValueError(f"{name} is not a dataset prefbench builds; built-in ones: see --help")
+    return [task]
+
+
+def make_datasets(
+    name: str, config: DataMakeConfig, log: Callable[[str], None] = print
+) -> list[str]:
+    """Build the datasets ``name`` names (skipping installed ones); returns their Minari ids."""
+    targets = parse_targets(name)
+    missing = [t for t in targets if not dataset_exists(t.dataset_id)]
+    for t in targets:
+        if t not in missing:
+            log(f"{t.id}: installed as {t.dataset_id}")
+    if not missing:
+        return [t.dataset_id for t in targets]
+    builder = DatasetBuilder(missing[0].control, config, log)
+    for t in missing:
+        builder.write(t)
+    return [t.dataset_id for t in targets]
+
+
+class DatasetBuilder:
+    """Builds the datasets of one control task (see the module docstring).
+
+    Args:
+        task_id: ``hopper``, ``walker2d`` or ``halfcheetah``.
+        config: Settings.
+        log: Where progress lines go.
+    """
+
+    def __init__(
+        self, task_id: str, config: DataMakeConfig, log: Callable[[str], None] = print
+    ) -> None:
+        self.task_id = task_id
+        self.config = config
+        self.log = log
+        self.task = OfflineTask(task_id, "", task_id).control_task
+        self.dir = work_dir() / "behaviour" / f"{task_id}-{config.behaviour_key()}"
+        self._snapshots: list[dict[str, Any]] | None = None
+
+    # ------------------------------------------------------------ behaviour run
+    def _agent(self) -> SB3Agent:
+        spec = AGENTS.get("ppo")
+        rl_overrides = RL_PRESETS.get(self.config.preset).overrides(self.task_id)
+        ctx = RunContext(
+            task=self.task,
+            seed=self.config.seed,
+            budget=Budget.for_task(self.task, self.config.behaviour_steps),
+            label_budget=0,
+            device="cpu",
+            run_dir=self.dir,
+            logger=logging.getLogger("prefbench.data"),
+        )
+        agent = spec.build(ctx, None, rl_overrides)
+        assert isinstance(agent, SB3Agent)
+        return agent
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """The behaviour run's snapshots (training it first where unfinished).
+
+        Each is ``{"step", "return", "returns"}``, oldest first.
+        """
+        if self._snapshots is None or self._snapshots[-1]["step"] < self.config.behaviour_steps:
+            self._snapshots = self._train()
+        return self._snapshots
+
+    def _read_snapshots(self) -> list[dict[str, Any]]:
+        path = self.dir / "snapshots.json"
+        if not path.is_file():
+            return []
+        try:
+            return list(json.loads(path.read_text())["snapshots"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path} is corrupt ({exc}); remove {self.dir}") from exc
+
+    def _train(self) -> list[dict[str, Any]]:
+        snaps = self._read_snapshots()
+        total, every = self.config.behaviour_steps, self.config.snapshot_every
+        if snaps and snaps[-1]["step"] >= total:
+            return snaps
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.dir / "config.json", {"config": asdict(self.config), "task": self.task_id})
+        with scoped_torch(self.config.seed, 1):
+            agent = self._agent()
+            if snaps:
+                agent.load_state(self._snapshot_dir(snaps[-1]["step"]))
+                self.log(f"{self.task_id}: behaviour run resumes at {snaps[-1]['step']:,} steps")
+            replay: list[Trajectory] = []
+
+            def after_rollout(step: int) -> None:
+                replay.extend(agent.venv.pop_finished())
+                last = snaps[-1]["step"] if snaps else 0
+                if step - last >= every or step >= total:
+                    self._snapshot(agent, step, replay, snaps)
+                    replay.clear()
+
+            agent.train_learner(after_rollout)
+            if not snaps or snaps[-1]["step"] < agent.steps_done:
+                self._snapshot(agent, agent.steps_done, replay, snaps)
+        return snaps
+
+    def _snapshot_dir(self, step: int) -> Path:
+        return self.dir / "snapshots" / f"{step:09d}"
+
+    def _snapshot(
+        self, agent: SB3Agent, step: int, replay: list[Trajectory], snaps: list[dict[str, Any]]
+    ) -> None:
+        """Save the policy and the replay since the last snapshot, then commit the list."""
+        agent.save_state(self._snapshot_dir(step))
+        chunk = [t for t in replay if t.final_obs is not None]
+        if chunk:
+            save_episodes(
+                Episodes.from_trajectories(chunk), self.dir / "replay" / f"{step:09d}.npz"
+            )
+        returns = self._score(lambda obs: agent.act(obs, deterministic=True))
+        snaps.append({"step": step, "return": float(np.mean(returns)), "returns": returns})
+        # The commit point: a snapshot counts once it is listed here.
+        write_json(self.dir / "snapshots.json", {"snapshots": snaps})
+        self.log(
+            f"{self.task_id}: {step:,}/{self.config.behaviour_steps:,} steps, "
+            f"deterministic return {np.mean(returns):.1f}"
+        )
+
+    def _score(self, policy: Policy | None) -> list[float]:
+        """Returns of ``eval_episodes`` fresh episodes (``None``: uniformly random actions)."""
+        n = self.config.eval_episodes
+        venv = make_vec_env(self.task, n, int31_seed(self.config.seed, "data_eval"))
+        try:
+            trajs = rollout(venv, policy, make_rng(self.config.seed, "data_eval_random"))
+        finally:
+            venv.close()
+        return [t.true_return for t in trajs]
+
+    # --------------------------------------------------------------- references
+    def references(self) -> dict[str, Any]:
+        """Random and expert returns, and the medium snapshot (cached in ``references.json``)."""
+        path = self.dir / "references.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        snaps = self.snapshots()
+        random_return = float(np.mean(self._score(None)))
+        expert = snaps[-1]
+        span = expert["return"] - random_return
+        if not span > 0:
+            raise ValueError(
+                f"{self.task_id}: the expert ({expert['return']:.1f}) is no better than random "
+                f"({random_return:.1f}); train longer (--behaviour-steps)"
+            )
+        scores = [100 * (s["return"] - random_return) / span for s in snaps[:-1]] or [100.0]
+        pick = int(np.argmin([abs(x / 100 - self.config.medium_fraction) for x in scores]))
+        medium = snaps[pick] if len(snaps) > 1 else expert
+        refs = {
+            "random_return": random_return,
+            "expert_return": expert["return"],
+            "expert_step": expert["step"],
+            "medium_step": medium["step"],
+            "medium_return": medium["return"],
+            "medium_score": scores[pick],
+        }
+        write_json(path, refs)
+        return refs
+
+    # --------------------------------------------------------------- collection
+    def episodes(self, quality: str) -> Episodes:
+        """The steps of dataset ``quality`` (collected once, then read from the cache)."""
+        if quality == "medium-expert":
+            return Episodes.concatenate([self.episodes("medium"), self.episodes("expert")])
+        refs = self.references()
+        if quality == "medium-replay":
+            return self._replay_until(refs["medium_step"])
+        path = self.dir / "collect" / f"{quality}-{self.config.dataset_steps}.npz"
+        if path.is_file():
+            return load_episodes(path)
+        if quality == "random":
+            policy = None
+        else:
+            agent = self._agent()
+            agent.load_state(self._snapshot_dir(refs[f"{quality}_step"]))
+            policy = lambda obs: agent.act(obs, deterministic=False)  # noqa: E731
+        self.log(f"{self.task_id}-{quality}: collecting {self.config.dataset_steps:,} steps")
+        episodes = self._collect(policy, stream_seed(self.config.seed, f"collect_{quality}"))
+        save_episodes(episodes, path)
+        return episodes
+
+    def _collect(self, policy: Policy | None, seed: int) -> Episodes:
+        """Whole episodes, at least ``dataset_steps`` steps, recorded with final observations."""
+        n = self.config.collect_envs
+        venv = make_training_env(self.task, n, seed)
+        rng = np.random.default_rng(seed)
+        finished: list[Trajectory] = []
+        try:
+            with scoped_torch(seed, 1):
+                obs = venv.reset()
+                while sum(len(t) for t in finished) < self.config.dataset_steps:
+                    acts = (
+                        random_actions(venv.action_space, n, rng) if policy is None else policy(obs)
+                    )
+                    obs, _, _, _ = venv.step(acts)
+                    finished.extend(venv.pop_finished())
+        finally:
+            venv.close()
+        return Episodes.from_trajectories(finished)
+
+    def _replay_until(self, step: int) -> Episodes:
+        chunks = sorted((self.dir / "replay").glob("*.npz"))
+        parts = [load_episodes(c) for c in chunks if int(c.stem) <= step]
+        if not parts:
+            raise ValueError(f"{self.task_id}: no training episodes finished by step {step:,}")
+        return Episodes.concatenate(parts)
+
+    # ------------------------------------------------------------------ writing
+    def write(self, task: OfflineTask) -> None:
+        """Build ``task``'s dataset and install it in Minari's format."""
+        episodes = self.episodes(task.quality)
+        refs = self.references()
+        env = self.task.make()
+        returns = episodes.returns()
+        try:
+            write_dataset(
+                task.dataset_id,
+                episodes,
+                env,
+                ref_min_score=refs["random_return"],
+                ref_max_score=refs["expert_return"],
+                algorithm_name=f"prefbench PPO ({self.config.preset} preset), {task.quality}",
+                description=(
+                    f"{task.quality} data for {self.task.env_id} in D4RL's manner, from a PPO "
+                    f"policy prefbench trained ({self.config.behaviour_steps:,} steps)."
+                ),
+                extra={
+                    "task": task.id,
+                    "control_task": self.task_id,
+                    "quality": task.quality,
+                    "commit": git_commit(),
+                    "command": f"prefbench data make {task.id}",
+                    "config": asdict(self.config),
+                    "behaviour": {
+                        "algo": "ppo",
+                        "preset": self.config.preset,
+                        "steps": self.config.behaviour_steps,
+                        "snapshot_every": self.config.snapshot_every,
+                    },
+                    "references": refs,
+                    "steps": len(episodes),
+                    "episodes": episodes.n_episodes,
+                    "mean_return": float(returns.mean()),
+                    "terminated_episodes": int(episodes.terminated.sum()),
+                },
+            )
+        finally:
+            env.close()
+        self.log(
+            f"{task.id}: {episodes.n_episodes} episodes, {len(episodes):,} steps, mean return "
+            f"{returns.mean():.1f} (normalised "
+            f"{_normalised(returns.mean(), refs):.1f}) -> {task.dataset_id}"
+        )
+
+
+def _normalised(ret: float, refs: dict[str, Any]) -> float:
+    span = refs["expert_return"] - refs["random_return"]
+    return 100 * (ret - refs["random_return"]) / span if span > 0 else math.nan
+
+
+def dataset_table() -> str:
+    """What ``prefbench data list`` prints: every built-in id, then other installed datasets."""
+    from prefbench.envs.minari_io import datasets_root, local_dataset_ids, read_dataset
+    from prefbench.envs.offline_tasks import NAMESPACE, builtin_ids
+
+    lines = [f"datasets root: {datasets_root()} (MINARI_DATASETS_PATH)"]
+    lines.append(f"{'id':28} {'minari id':40} {'episodes':>8} {'steps':>9} {'score':>7}")
+    for name in builtin_ids():
+        task = get_offline_task(name)
+        if not task.exists():
+            lines.append(f"{name:28} {task.dataset_id:40} {'-':>8} {'-':>9} {'-':>7}  not built")
+            continue
+        lines.append(_row(name, task.dataset_id, read_dataset))
+    try:
+        others = [i for i in local_dataset_ids() if not i.startswith(f"{NAMESPACE}/")]
+    except ImportError:
+        others = []
+    lines.extend(_row(i, i, read_dataset) for i in others)
+    return "\n".join(lines) + "\n"
+
+
+def _row(name: str, dataset_id: str, read: Callable[[str], Any]) -> str:
+    try:
+        episodes, info = read(dataset_id)
+    except (CheckpointError, FileNotFoundError) as exc:
+        return f"{name:28} {dataset_id:40}  unreadable: {exc}"
+    try:
+        score = f"{float(np.mean(info.normalized_score(episodes.returns()))):7.1f}"
+    except ValueError:
+        score = f"{'-':>7}"
+    return f"{name:28} {dataset_id:40} {episodes.n_episodes:8d} {len(episodes):9,d} {score}"
