@@ -245,3 +245,34 @@ for _algo in ("a2c", "ppo"):
 register_agent(
     "random", "prefbench.agents.baselines:RANDOM", description="uniformly random actions (baseline)"
 )
+# Offline agents (prefbench.agents.offline.agent): a learner on an offline task's dataset,
+# on the true reward, a learned one (pref-*), or the zero/random controls.
+register_agent(
+    "bc",
+    "prefbench.agents.offline.agent:BC",
+    description="offline: behaviour cloning of every dataset step (no reward)",
+)
+for _learner, _what in (
+    ("dt", "Decision Transformer"),
+    ("rwr", "reward-weighted regression"),
+    ("mle-filter", "behaviour cloning of the top 10% of episodes by return"),
+    ("iql", "implicit Q-learning"),
+):
+    _const = _learner.upper().replace("-", "_")
+    register_agent(
+        _learner,
+        f"prefbench.agents.offline.agent:{_const}",
+        description=f"offline: {_what} on the true reward (reference)",
+    )
+    register_agent(
+        f"pref-{_learner}",
+        f"prefbench.agents.offline.agent:PREF_{_const}",
+        description=f"offline: {_what} on a reward model fit to teacher preferences",
+        uses_teacher=True,
+    )
+    for _control in ("zero", "random"):
+        register_agent(
+            f"{_control}-{_learner}",
+            f"prefbench.agents.offline.agent:{_control.upper()}_{_const}",
+            description=f"offline: {_what} on {_control} rewards (control)",
+        )

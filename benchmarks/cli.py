@@ -188,7 +188,7 @@ def _cmd_list(what: str) -> None:
         for name in AGENTS:
             info = AGENTS.info(name)
             who = "teacher" if info.get("uses_teacher") else "       "
-            print(f"{name:16} {who}  {info.get('description', '')}")
+            print(f"{name:18} {who}  {info.get('description', '')}")
     elif what == "suites":
         from prefbench.benchmarks.suites import SUITES
 

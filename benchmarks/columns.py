@@ -11,6 +11,7 @@ name             meaning
 ``labels_used``  teacher labels asked for so far
 ``true_return``  mean true return of the policy on fresh evaluation episodes
 ``rm_accuracy``  reward-model accuracy on fresh oracle-labelled pairs
+``d4rl_score``   offline tasks: 100 * (return - random) / (expert - random)
 ``agent``        the agent's registry id or import path
 ``agent_name``   the agent's display name in a suite's tables and plots
 ================ ===============================================================
@@ -32,6 +33,8 @@ RM_ACCURACY = "rm_accuracy"
 #: Episodes the accuracy pairs were cut from (more than ``eval_episodes`` where clips
 #: are whole episodes, so the pairs are distinct).
 RM_ACCURACY_EPISODES = "rm_accuracy_episodes"
+#: Offline tasks: D4RL's normalised return, 100 * (R - random) / (expert - random).
+D4RL_SCORE = "d4rl_score"
 WALL_TIME = "wall_time"
 TRAIN_TIME = "train_time"
 AGENT = "agent"

@@ -15,8 +15,10 @@ from typing import Any, Protocol
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
+from prefbench.agents.offline.rewards import DEFAULT_SEGMENT_LENGTH
 from prefbench.agents.protocol import Agent, PreferencePredictor
 from prefbench.benchmarks.columns import (
+    D4RL_SCORE,
     RM_ACCURACY,
     RM_ACCURACY_EPISODES,
     TRUE_RETURN,
@@ -24,7 +26,10 @@ from prefbench.benchmarks.columns import (
 )
 from prefbench.benchmarks.run_spec import RunSpec
 from prefbench.envs.data import Trajectory
+from prefbench.envs.episodes import Episodes
 from prefbench.envs.kinds import Task
+from prefbench.envs.minari_io import DatasetInfo
+from prefbench.envs.offline_tasks import OfflineTask
 from prefbench.envs.registry import Registry
 from prefbench.envs.rollout import make_vec_env, rollout
 from prefbench.envs.seeding import int31_seed, make_rng
@@ -141,6 +146,97 @@ class ControlEvaluator:
         self._env = self._accuracy_env = None
 
 
+class OfflineEvaluator:
+    """Offline tasks: the policy on fresh episodes of the raw environment, D4RL's score.
+
+    Each round plays ``spec.eval_episodes`` episodes, one per environment, seeded by the
+    round, through the agent's :meth:`episode_policy` (which keeps a Decision
+    Transformer's return-to-go) or its ``predict``. ``d4rl_score`` is the mean return
+    normalised by the dataset's reference returns (0: random, 100: expert). A reward
+    model is scored on ``spec.accuracy_pairs`` fresh pairs of dataset segments labelled
+    by the oracle. Only agents that declare ``sees_true_reward`` (the true-reward
+    references) are shown the environment's rewards while acting.
+
+    Args:
+        task: The offline task.
+        spec: The run (seed, episodes, pairs).
+    """
+
+    def __init__(self, task: OfflineTask, spec: RunSpec) -> None:
+        self.task = task
+        self.spec = spec
+        self._oracle = BPrefTeacher(
+            BPREF_TEACHERS["oracle"], make_rng(spec.seed, "accuracy_oracle")
+        )
+        self._pair_rng = make_rng(spec.seed, "accuracy_pairs")
+        self._env: VecEnv | None = None
+        self._dataset: tuple[Episodes, DatasetInfo] | None = None
+
+    def evaluate(
+        self, agent: Agent, reward_model: PreferencePredictor | None, round_index: int
+    ) -> dict[str, float]:
+        """See :class:`Evaluator`: ``true_return``, ``d4rl_score``, ``rm_accuracy``."""
+        n = self.spec.eval_episodes
+        seed = int31_seed(self.spec.seed, f"eval{round_index}")
+        if self._env is None:
+            self._env = make_vec_env(self.task.control_task, n, seed)
+        if self._dataset is None:
+            self._dataset = self.task.load()
+        episodes, info = self._dataset
+        self._env.seed(seed)
+        returns = play_episodes(self._env, agent)
+        row = {
+            TRUE_RETURN: float(np.mean(returns)),
+            TRUE_RETURN_STD: float(np.std(returns)),
+            RM_ACCURACY: math.nan,
+        }
+        try:
+            row[D4RL_SCORE] = float(info.normalized_score(float(np.mean(returns))))
+        except ValueError:
+            row[D4RL_SCORE] = math.nan  # a dataset without reference returns
+        if reward_model is not None:
+            pairs = sample_clip_pairs(
+                episodes.trajectories(),
+                self.spec.accuracy_pairs,
+                int(getattr(agent, "segment_length", DEFAULT_SEGMENT_LENGTH)),
+                self._pair_rng,
+            )
+            row[RM_ACCURACY] = reward_model.preference_accuracy(
+                pairs, self._oracle.label(pairs).prefs
+            )
+        return row
+
+    def close(self) -> None:
+        """Close the evaluation environments."""
+        if self._env is not None:
+            self._env.close()
+        self._env = None
+
+
+def play_episodes(venv: VecEnv, agent: Agent) -> np.ndarray:
+    """``(n,)`` true returns of one episode per environment of ``venv``.
+
+    Uses the agent's ``episode_policy(n)`` where it has one (it sees each step through
+    ``observe``, with the rewards only if it ``sees_true_reward``), else ``predict``.
+    """
+    n = venv.num_envs
+    make_policy = getattr(agent, "episode_policy", None)
+    policy = make_policy(n) if callable(make_policy) else None
+    shows_reward = bool(getattr(agent, "sees_true_reward", False))
+    obs = venv.reset()
+    returns = np.zeros(n)
+    done = np.zeros(n, dtype=bool)
+    while not done.all():
+        acts = policy.act(obs) if policy is not None else agent.predict(obs)
+        next_obs, rewards, dones, _ = venv.step(acts)
+        if policy is not None:
+            policy.observe(obs, acts, rewards if shows_reward else None)
+        returns[~done] += rewards[~done]
+        done |= dones
+        obs = next_obs
+    return returns
+
+
 def _evaluator_from_import(obj: object, path: str) -> Any:
     if callable(obj):
         return obj
@@ -150,6 +246,7 @@ def _evaluator_from_import(obj: object, path: str) -> Any:
 #: Evaluator classes by task kind.
 EVALUATORS: Registry[Any] = Registry("evaluator", _evaluator_from_import)
 EVALUATORS.register("control", "prefbench.benchmarks.evaluation:ControlEvaluator")
+EVALUATORS.register("offline", "prefbench.benchmarks.evaluation:OfflineEvaluator")
 
 
 def make_evaluator(task: Task, spec: RunSpec) -> Evaluator:

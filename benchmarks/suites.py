@@ -21,8 +21,9 @@ from prefbench.agents import AGENTS
 from prefbench.benchmarks.run_folder import safe_name
 from prefbench.benchmarks.run_spec import RunSpec, TrainConfig, spec_defaults
 from prefbench.envs.kinds import Budget
+from prefbench.envs.offline_tasks import resolve_task
 from prefbench.envs.registry import Registry, instance_of
-from prefbench.envs.tasks import ATARI_GAMES, MUJOCO_TASKS, get_task
+from prefbench.envs.tasks import ATARI_GAMES, MUJOCO_TASKS
 from prefbench.envs.teachers import TEACHERS
 
 #: Bumped when the meaning of a cell's fields or of the results layout changes.
@@ -162,7 +163,7 @@ class Suite:
                 f"got {self.seeds}, {self.accuracy_pairs}"
             )
         for task in self.tasks:
-            Budget.for_task(get_task(task), self.steps_for(task))
+            Budget.for_task(resolve_task(task), self.steps_for(task))
         if self.preset:
             from prefbench.agents.presets import RL_PRESETS
 
@@ -173,7 +174,7 @@ class Suite:
                 probe = RunSpec(
                     task=task, agent=entry.agent, overrides=entry.overrides, preset=self.preset
                 )
-                spec.configure(probe.agent_overrides(get_task(task).id, spec.config))
+                spec.configure(probe.agent_overrides(resolve_task(task).id, spec.config))
             if spec.uses_teacher:
                 if not entry.label_budgets or min(entry.label_budgets) < 1:
                     raise ValueError(

@@ -54,8 +54,8 @@ from prefbench.benchmarks.run_spec import RunSpec, TrainConfig
 from prefbench.envs.data import CheckpointError
 from prefbench.envs.files import write_json
 from prefbench.envs.kinds import Budget, Task
+from prefbench.envs.offline_tasks import resolve_task
 from prefbench.envs.seeding import make_rng, scoped_torch
-from prefbench.envs.tasks import get_task
 from prefbench.envs.teachers import make_teacher
 
 
@@ -67,7 +67,7 @@ def check_run(spec: RunSpec) -> tuple[Task, AgentSpec]:
         TypeError: An import path that names no agent, task or teacher.
         ConfigError / ValueError: A bad value (also inside ``--set`` overrides).
     """
-    task = get_task(spec.task)
+    task = resolve_task(spec.task)
     agent = AGENTS.get(spec.agent)
     Budget.for_task(task, spec.steps)
     if task.kind not in EVALUATORS:
@@ -77,6 +77,7 @@ def check_run(spec: RunSpec) -> tuple[Task, AgentSpec]:
         raise ValueError(
             f"task {spec.task!r} needs the {missing} extra: pip install 'prefbench[{missing}]'"
         )
+    getattr(task, "check", lambda: None)()  # an offline task's dataset is installed
     agent.configure(spec.agent_overrides(task.id, agent.config))
     if agent.uses_teacher:
         make_teacher(spec.teacher, make_rng(0, "check"))

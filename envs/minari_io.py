@@ -61,6 +61,30 @@ def dataset_exists(dataset_id: str) -> bool:
     return (dataset_path(dataset_id) / "data" / "metadata.json").is_file()
 
 
+def dataset_env_id(dataset_id: str) -> str:
+    """The Gymnasium id a dataset was recorded in, from its metadata ("" if unknown).
+
+    Raises:
+        CheckpointError: If the metadata is unreadable.
+    """
+    path = dataset_path(dataset_id) / "data" / "metadata.json"
+    try:
+        spec = json.loads(path.read_text()).get("env_spec")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise CheckpointError(f"dataset {dataset_id}: unreadable metadata ({exc})") from exc
+    return _spec_id(spec)
+
+
+def _spec_id(spec: Any) -> str:
+    """The ``id`` of an environment spec stored as JSON text (or an ``EnvSpec``)."""
+    if isinstance(spec, str):
+        try:
+            return str(json.loads(spec).get("id", ""))
+        except (json.JSONDecodeError, AttributeError):
+            return ""
+    return str(getattr(spec, "id", "") or "")
+
+
 def local_dataset_ids() -> list[str]:
     """Ids of the datasets installed under the root (Minari's listing)."""
     root = datasets_root()
@@ -98,7 +122,7 @@ class DatasetInfo:
 def write_dataset(
     dataset_id: str,
     episodes: Episodes,
-    env: gym.Env,
+    env: Any,
     *,
     ref_min_score: float,
     ref_max_score: float,
@@ -111,7 +135,8 @@ def write_dataset(
     Args:
         dataset_id: Minari id (``namespace/env/name-vN``).
         episodes: The steps.
-        env: An environment of the kind recorded (for its spec and spaces).
+        env: An environment of the kind recorded (anything with its ``spec``,
+            ``observation_space`` and ``action_space``).
         ref_min_score: Reference return for a normalised score of 0.
         ref_max_score: Reference return for 100.
         algorithm_name: How the data were made, in a few words.
@@ -148,7 +173,7 @@ def write_dataset(
             "description": description,
             "ref_min_score": float(ref_min_score),
             "ref_max_score": float(ref_max_score),
-            **({"eval_env_spec": spec.to_json()} if spec is not None else {}),
+            **_eval_spec(spec),
             META_KEY: {**extra, "complete": True},
         }
     )
@@ -170,6 +195,14 @@ def write_dataset(
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(stage, final)
     return final
+
+
+def _eval_spec(spec: Any) -> dict[str, str]:
+    """Minari's ``eval_env_spec`` entry: the recording env's spec, where it serialises."""
+    try:
+        return {"eval_env_spec": spec.to_json()} if spec is not None else {}
+    except (TypeError, ValueError, gym.error.Error):
+        return {}  # wrapped by code (a lambda): Minari cannot recover such envs either
 
 
 def read_dataset(dataset_id: str) -> tuple[Episodes, DatasetInfo]:
@@ -201,6 +234,12 @@ def read_dataset(dataset_id: str) -> tuple[Episodes, DatasetInfo]:
                     f"dataset {dataset_id}: episode {ep.id} has {o.shape[0]} observations "
                     f"for {t} actions"
                 )
+            if o.shape[1:] != obs_space.shape or np.shape(ep.actions)[1:] != act_space.shape:
+                raise CheckpointError(
+                    f"dataset {dataset_id}: episode {ep.id} holds observations {o.shape[1:]} "
+                    f"and actions {np.shape(ep.actions)[1:]}, its spaces say "
+                    f"{obs_space.shape} and {act_space.shape}"
+                )
             term = np.asarray(ep.terminations, dtype=bool).reshape(t)
             trunc = np.asarray(ep.truncations, dtype=bool).reshape(t)
             if not (term[-1] or trunc[-1]):
@@ -227,18 +266,9 @@ def read_dataset(dataset_id: str) -> tuple[Episodes, DatasetInfo]:
             f"dataset {dataset_id} is unreadable ({type(exc).__name__}: {exc})"
         ) from exc
     episodes = Episodes.concatenate(parts)
-    env_spec = metadata.get("env_spec")
-    env_id = ""
-    if isinstance(env_spec, str):
-        try:
-            env_id = str(json.loads(env_spec).get("id", ""))
-        except json.JSONDecodeError:
-            env_id = ""
-    elif env_spec is not None:
-        env_id = str(getattr(env_spec, "id", ""))
     info = DatasetInfo(
         dataset_id,
-        env_id,
+        _spec_id(metadata.get("env_spec")),
         float(metadata.get("ref_min_score", np.nan)),
         float(metadata.get("ref_max_score", np.nan)),
         metadata,

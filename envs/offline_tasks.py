@@ -20,9 +20,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from prefbench.envs.episodes import Episodes
-from prefbench.envs.minari_io import DatasetInfo, dataset_exists, local_dataset_ids, read_dataset
+from prefbench.envs.minari_io import (
+    DatasetInfo,
+    dataset_env_id,
+    dataset_exists,
+    local_dataset_ids,
+    read_dataset,
+)
 from prefbench.envs.registry import UnknownIdError
-from prefbench.envs.tasks import MUJOCO_TASKS, TaskSpec, get_task
+from prefbench.envs.tasks import MUJOCO_TASKS, TASKS, TaskSpec, get_task
 
 #: D4RL's dataset qualities (``medium-replay``: the training data up to ``medium``).
 QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -41,7 +47,6 @@ class OfflineTask:
         dataset_id: The Minari dataset.
         control: Id of the control task whose raw environment evaluates policies.
         quality: The D4RL quality for built-in datasets ("" for others).
-        segment_length: Steps per labelled segment.
     """
 
     kind: ClassVar[str] = "offline"
@@ -50,17 +55,11 @@ class OfflineTask:
     dataset_id: str
     control: str
     quality: str = ""
-    segment_length: int = 50
 
     @property
     def control_task(self) -> TaskSpec:
         """The control task, with episodes that end at termination (D4RL's protocol)."""
         return dataclasses.replace(get_task(self.control), fixed_length_default=False)
-
-    @property
-    def clip_length(self) -> int:
-        """Steps per labelled segment."""
-        return self.segment_length
 
     @property
     def extra(self) -> str:
@@ -77,11 +76,11 @@ class OfflineTask:
         """Whether the dataset is installed."""
         return dataset_exists(self.dataset_id)
 
-    def load(self) -> tuple[Episodes, DatasetInfo]:
-        """The dataset's episodes and metadata (see :func:`~prefbench.envs.minari_io.read_dataset`).
+    def check(self) -> None:
+        """Refuse a dataset that is not installed, naming the command that builds it.
 
         Raises:
-            ValueError: If the dataset is not installed, naming the command that builds it.
+            ValueError: If the dataset is not installed.
         """
         if not self.exists():
             hint = (
@@ -90,6 +89,15 @@ class OfflineTask:
                 else "install it under MINARI_DATASETS_PATH"
             )
             raise ValueError(f"dataset {self.dataset_id} is not installed; {hint}")
+
+    def load(self) -> tuple[Episodes, DatasetInfo]:
+        """The dataset's episodes and metadata (see :func:`~prefbench.envs.minari_io.read_dataset`).
+
+        Raises:
+            ValueError: If the dataset is not installed (:meth:`check`).
+            CheckpointError: If it is unreadable or inconsistent.
+        """
+        self.check()
         return read_dataset(self.dataset_id)
 
 
@@ -116,13 +124,12 @@ def get_offline_task(name: str) -> OfflineTask:
             quality = name[len(prefix) :]
             return OfflineTask(name, minari_id(env, quality), env, quality)
     if "/" in name and dataset_exists(name):
-        _, info = read_dataset(name)
+        env_id = dataset_env_id(name)
         for task_id in (*MUJOCO_TASKS, "pendulum"):
-            spec = get_task(task_id)
-            if spec.env_id == info.env_id:
+            if get_task(task_id).env_id == env_id:
                 return OfflineTask(name, name, task_id)
         raise ValueError(
-            f"dataset {name} was recorded in {info.env_id or 'an unnamed environment'}, "
+            f"dataset {name} was recorded in {env_id or 'an unnamed environment'}, "
             "which no registered control task runs"
         )
     installed = [i for i in _safe_local_ids() if not i.startswith(f"{NAMESPACE}/")]
@@ -138,3 +145,20 @@ def _safe_local_ids() -> list[str]:
         return local_dataset_ids()
     except ImportError:
         return []
+
+
+def resolve_task(name: str) -> TaskSpec | OfflineTask:
+    """Any task by id: a registered control task, else an offline dataset.
+
+    Raises:
+        UnknownIdError: If ``name`` is neither (the message lists both kinds' ids).
+    """
+    if name in TASKS or ":" in name:
+        return get_task(name)
+    try:
+        return get_offline_task(name)
+    except UnknownIdError as exc:
+        raise UnknownIdError(
+            f"unknown task {name!r}; control tasks: {', '.join(TASKS.names())}; "
+            f"offline datasets: {exc}"
+        ) from None

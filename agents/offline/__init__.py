@@ -1,0 +1,1 @@
+"""Offline learners: policies trained on a fixed dataset of episodes, no environment steps."""

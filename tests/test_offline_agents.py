@@ -1,0 +1,268 @@
+"""Offline agents through the run harness: rewards, learners, evaluation, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+
+from prefbench.benchmarks.run_spec import RunSpec, TrainConfig
+from prefbench.benchmarks.train import train
+from prefbench.envs.episodes import Episodes
+
+pytest.importorskip("minari")
+
+DATASET = "test/pendulum/mixed-v0"
+#: Tiny learners: a few updates of small networks.
+TINY = {
+    "dt": (
+        "learner.n_embd=16",
+        "learner.n_layer=1",
+        "learner.context_length=4",
+        "learner.warmup_steps=5",
+        "learner.batch_size=16",
+    ),
+    "mlp": ("learner.hidden_sizes=16,16", "learner.batch_size=32"),
+}
+REWARD = ("reward.epochs=3", "reward.segment_length=20", "report_every=10")
+
+
+def _collect(policy, episodes: int, seed: int) -> Episodes:
+    """Whole Pendulum episodes (200 steps, truncated) recorded with final observations."""
+    from prefbench.agents.reward_wrapper import make_training_env
+    from prefbench.envs.tasks import get_task
+
+    venv = make_training_env(get_task("pendulum"), 4, seed)
+    rng = np.random.default_rng(seed)
+    obs, done = venv.reset(), []
+    while len(done) < episodes:
+        obs, *_ = venv.step(policy(obs, rng))
+        done.extend(venv.pop_finished())
+    venv.close()
+    return Episodes.from_trajectories(done[:episodes])
+
+
+def _pd(obs, rng):
+    """Pushes toward upright: better than random, far from optimal."""
+    theta = np.arctan2(obs[:, 1], obs[:, 0])
+    return np.clip(-4 * theta - obs[:, 2], -2, 2)[:, None].astype(np.float32)
+
+
+def _random(obs, rng):
+    return rng.uniform(-2, 2, (len(obs), 1)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    from prefbench.envs.minari_io import write_dataset
+
+    root = tmp_path_factory.mktemp("minari")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINARI_DATASETS_PATH", str(root))
+    episodes = Episodes.concatenate([_collect(_pd, 8, 0), _collect(_random, 8, 1)])
+    env = gym.make("Pendulum-v1")
+    write_dataset(
+        DATASET,
+        episodes,
+        env,
+        ref_min_score=-1200.0,
+        ref_max_score=-150.0,
+        algorithm_name="test",
+        description="PD and random Pendulum episodes",
+        extra={},
+    )
+    # A dataset that says Pendulum-v1 but holds 4-dim observations.
+    wide = SimpleNamespace(
+        spec=env.spec,
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
+        action_space=env.action_space,
+    )
+    pad = np.zeros((len(episodes), 1), np.float32)
+    write_dataset(
+        "test/pendulum/wide-v0",
+        Episodes(
+            np.hstack([episodes.obs, pad]),
+            episodes.acts,
+            episodes.rewards,
+            np.hstack([episodes.next_obs, pad]),
+            episodes.terminations,
+            episodes.truncations,
+            episodes.starts,
+        ),
+        wide,
+        ref_min_score=0,
+        ref_max_score=1,
+        algorithm_name="test",
+        description="",
+        extra={},
+    )
+    yield episodes
+    mp.undo()
+
+
+def _cfg(tmp_path, agent, *more, steps=20, **spec):
+    learner = TINY["dt" if agent.endswith("dt") else "mlp"]
+    overrides = (*learner, *(() if agent == "bc" else REWARD[:2]), "report_every=10", *more)
+    fields = {
+        "task": DATASET,
+        "agent": agent,
+        "label_budget": 60,
+        "steps": steps,
+        "eval_every": 10,
+        "eval_episodes": 2,
+        "accuracy_pairs": 100,
+        "overrides": overrides,
+        **spec,
+    }
+    return TrainConfig(RunSpec(**fields), out=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(
+    "agent",
+    ["bc", "mle-filter", "rwr", "iql", "dt", "pref-iql", "pref-dt", "zero-dt", "random-rwr"],
+)
+def test_offline_agents_train_and_are_scored(datasets, tmp_path, agent):
+    summary = train(_cfg(tmp_path, agent))
+    metrics = pd.read_csv(next(tmp_path.iterdir()) / "metrics.csv")
+    assert list(metrics["steps"]) == [0, 10, 20]
+    assert np.isfinite(metrics["true_return"]).all()
+    np.testing.assert_allclose(
+        metrics["d4rl_score"], 100 * (metrics["true_return"] + 1200) / 1050, rtol=1e-6
+    )
+    if agent.startswith("pref"):
+        assert summary["labels_used"] == 60
+        assert metrics["rm_accuracy"].between(0, 1).all()
+        # The learned reward orders Pendulum's PD and random segments (measured: 0.9+).
+        assert metrics["rm_accuracy"].iloc[-1] > 0.7
+        assert "rm_return_spearman" in metrics.columns
+    else:
+        assert summary["labels_used"] == 0 and metrics["rm_accuracy"].isna().all()
+
+
+def test_same_seed_same_numbers(datasets, tmp_path):
+    a = train(_cfg(tmp_path / "a", "pref-dt"))
+    b = train(_cfg(tmp_path / "b", "pref-dt"))
+    ma = pd.read_csv(f"{a['run_dir']}/metrics.csv").drop(columns=["wall_time", "train_time"])
+    mb = pd.read_csv(f"{b['run_dir']}/metrics.csv").drop(columns=["wall_time", "train_time"])
+    pd.testing.assert_frame_equal(ma, mb)
+
+
+class Stop(KeyboardInterrupt):
+    """Stands in for Ctrl-C in the middle of training."""
+
+
+@pytest.mark.parametrize("agent", ["pref-dt", "iql"])
+def test_interrupted_offline_run_resumes(datasets, tmp_path, agent):
+    cfg = _cfg(tmp_path, agent, "report_every=5", steps=30)
+
+    def stop(step):
+        if step >= 25:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, on_progress=stop)
+    run = next(tmp_path.iterdir())
+    before = pd.read_csv(run / "metrics.csv")
+    assert list(before["steps"]) == [0, 10, 20]
+    summary = train(cfg)
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["steps"]) == [0, 10, 20, 30] and summary["steps"] == 30
+    pd.testing.assert_frame_equal(metrics.iloc[:3], before, check_dtype=False)
+    assert json.loads((run / "config.json").read_text())["resumed_at"] == [20]
+
+
+def test_decision_transformer_acts_on_its_own_reward(datasets, tmp_path):
+    """Only the true-reward reference is handed the environment's rewards while acting."""
+    from prefbench.benchmarks.evaluation import play_episodes
+    from prefbench.envs.rollout import make_vec_env
+    from prefbench.envs.tasks import get_task
+
+    seen = {}
+
+    class Spy:
+        def __init__(self, agent):
+            self.agent = agent
+            self.sees_true_reward = agent.sees_true_reward
+
+        def episode_policy(self, n):
+            policy = self.agent.episode_policy(n)
+            inner = policy.observe
+
+            def observe(obs, acts, rewards=None):
+                seen.setdefault(self.agent.config.reward.source, []).append(rewards)
+                inner(obs, acts, rewards)
+
+            policy.observe = observe
+            return policy
+
+    from prefbench.agents import AGENTS
+    from prefbench.agents.protocol import RunContext
+    from prefbench.envs.kinds import Budget
+    from prefbench.envs.offline_tasks import get_offline_task
+    from prefbench.envs.teachers import make_teacher
+
+    task = get_offline_task(DATASET)
+    venv = make_vec_env(get_task("pendulum"), 2, 0)
+    for name in ("dt", "pref-dt"):
+        spec = AGENTS.get(name)
+        ctx = RunContext(task, 0, Budget.for_task(task, 5), 60, "cpu", tmp_path, _logger())
+        teacher = make_teacher("oracle", np.random.default_rng(0)) if name == "pref-dt" else None
+        agent = spec.build(ctx, teacher, (*TINY["dt"], *REWARD[:2]))
+        agent.learn(_NullReporter())
+        returns = play_episodes(venv, Spy(agent))
+        assert returns.shape == (2,) and np.isfinite(returns).all()
+    venv.close()
+    assert all(r is not None for r in seen["true"])
+    assert all(r is None for r in seen["learned"])
+
+
+def _logger():
+    import logging
+
+    return logging.getLogger("test")
+
+
+class _NullReporter:
+    def report(self, step, **kwargs):
+        pass
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--task", "hopper-mediocre", "--agent", "dt"], "unknown task"),
+        (["--task", "test/pendulum/wide-v0", "--agent", "bc"], "needs (3,)"),
+        (["--task", DATASET, "--agent", "pref-dt", "--labels", "10000000"], "exceeds"),
+        (
+            ["--task", DATASET, "--agent", "pref-dt", "--set", "reward.segment_length=500"],
+            "no two segments",
+        ),
+        (
+            ["--task", DATASET, "--agent", "iql", "--set", "learner.reward_scale=1e38"],
+            "not finite",
+        ),
+        (["--task", DATASET, "--agent", "dt", "--set", "learner.lr=-1"], "learner.lr"),
+        (["--task", DATASET, "--agent", "rwr", "--set", "reward.source=gold"], "reward.source"),
+    ],
+)
+def test_bad_offline_input_exits_2(datasets, tmp_path, capsys, argv, message):
+    from prefbench.benchmarks.cli import main
+
+    rc = main(
+        ["train", *argv, "--steps", "10", "--eval-episodes", "1", "--out", str(tmp_path)]
+        + ["--no-progress"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and "\n" not in err, err
+
+
+def test_missing_builtin_dataset_names_the_command(datasets, tmp_path, capsys):
+    from prefbench.benchmarks.cli import main
+
+    rc = main(["train", "--task", "hopper-medium", "--agent", "bc", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "prefbench data make hopper-medium" in err
