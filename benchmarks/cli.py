@@ -3,7 +3,7 @@
 ``prefbench run SUITE``: every cell of a suite, then the results table;
 ``prefbench report DIR``: tables and plots of a results folder; ``prefbench train``: one
 run; ``prefbench list tasks|agents|teachers|suites|presets``: what is registered;
-``prefbench perf reward-model|frames|overhead``: throughput and overhead figures;
+``prefbench perf reward-model|frames|offline|overhead``: throughput and overhead figures;
 ``prefbench data make|list``: offline datasets. Bad input ends
 with a one-line ``prefbench: error: ...`` and exit status 2.
 """
@@ -110,6 +110,16 @@ def _build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     bn.add_argument("--device", default="auto")
+    of = psub.add_parser("offline", help="offline learner updates/s: S seeds batched vs separate")
+    of.add_argument("--learner", default="iql", help="bc, mle-filter, rwr, iql or dt")
+    of.add_argument("--seeds", type=int, default=5)
+    of.add_argument("--updates", type=int, default=200, help="updates per learner per round")
+    of.add_argument("--rounds", type=int, default=2)
+    of.add_argument("--steps", type=int, default=100_000, help="synthetic dataset steps")
+    of.add_argument("--obs-dim", type=int, default=17)
+    of.add_argument("--act-dim", type=int, default=6)
+    of.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    of.add_argument("--device", default="cpu")
     ov = psub.add_parser("overhead", help="training time of a preference agent over its baseline")
     ov.add_argument("--task", default="halfcheetah")
     ov.add_argument("--agent", default=DEFAULT_AGENT, help="the preference agent")
@@ -332,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                 perf.frames_throughput(args)
             elif args.perf == "bn-calibration":
                 perf.bn_calibration(args)
+            elif args.perf == "offline":
+                perf.offline_throughput(args)
             else:
                 perf.overhead(args)
     except (UnknownIdError, ConfigError, CheckpointError, ValueError, TypeError) as exc:

@@ -289,3 +289,76 @@ def bn_calibration(args: argparse.Namespace) -> list[tuple[int, float, float]]:
             f"averages of training, {after:.3f} re-estimated ({seconds:.1f}s)"
         )
     return rows
+
+
+def _synthetic_episodes(obs_dim: int, act_dim: int, steps: int, horizon: int, seed: int):
+    """Random episodes of ``horizon`` steps (truncated), ``steps`` in all."""
+    from prefbench.envs.episodes import Episodes
+
+    rng = np.random.default_rng(seed)
+    n_eps = max(1, steps // horizon)
+    n = n_eps * horizon
+    obs = rng.normal(size=(n + n_eps, obs_dim)).astype(np.float32)
+    keep = np.ones(n + n_eps, dtype=bool)
+    keep[np.arange(1, n_eps + 1) * (horizon + 1) - 1] = False  # each episode's final obs
+    nxt = np.ones(n + n_eps, dtype=bool)
+    nxt[np.arange(n_eps) * (horizon + 1)] = False
+    trunc = np.zeros(n, dtype=bool)
+    trunc[np.arange(1, n_eps + 1) * horizon - 1] = True
+    return Episodes(
+        obs[keep],
+        rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
+        rng.normal(size=n).astype(np.float32),
+        obs[nxt],
+        np.zeros(n, dtype=bool),
+        trunc,
+        np.arange(0, n + 1, horizon, dtype=np.int64),
+    )
+
+
+def offline_throughput(args: argparse.Namespace) -> tuple[float, float]:
+    """Updates/s of ``S`` seeds trained as one batched learner vs ``S`` separate learners.
+
+    Rates count seed-updates (one gradient step of one seed), so the ratio is the gain
+    of batching. The separate learners run one after the other in this process, as
+    ``S`` single-seed runs would share a machine's cores. Rounds alternate (batched,
+    separate, batched, ...) so drifting machine speed affects both alike.
+    """
+    from prefbench.agents.offline.agent import LEARNER_CONFIGS, LEARNERS
+
+    if args.learner not in LEARNERS:
+        raise ValueError(f"unknown learner {args.learner!r}; valid: {', '.join(LEARNERS)}")
+    for name in ("seeds", "updates", "rounds", "obs_dim", "act_dim", "steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    data = _synthetic_episodes(args.obs_dim, args.act_dim, args.steps, 1000, 0)
+    low, high = -np.ones(args.act_dim, np.float32), np.ones(args.act_dim, np.float32)
+    cls, config = LEARNERS[args.learner], LEARNER_CONFIGS[args.learner]()
+    seeds = list(range(args.seeds))
+
+    def time_updates(learners: list, n: int) -> float:
+        for learner in learners:  # warm-up: first calls allocate
+            learner.update()
+        start = time.perf_counter()
+        for learner in learners:
+            for _ in range(n):
+                learner.update()
+        return time.perf_counter() - start
+
+    batched_t = separate_t = 0.0
+    for _ in range(args.rounds):
+        batched_t += time_updates([cls(data, low, high, config, seeds, args.device)], args.updates)
+        separate = [cls(data, low, high, config, [s], args.device) for s in seeds]
+        separate_t += time_updates(separate, args.updates)
+    seed_updates = args.rounds * args.updates * args.seeds
+    batched, separate_rate = seed_updates / batched_t, seed_updates / separate_t
+    print(
+        f"{args.learner}, S={args.seeds} seeds, {args.updates} updates x {args.rounds} rounds, "
+        f"{torch.get_num_threads()} threads, device {args.device}, {len(data):,} steps of "
+        f"{args.obs_dim}-dim observations:\n"
+        f"  batched:  {batched:8.1f} seed-updates/s ({batched / args.seeds:.1f} updates/s)\n"
+        f"  separate: {separate_rate:8.1f} seed-updates/s\n"
+        f"  batched / separate: {batched / separate_rate:.2f}x"
+    )
+    return batched, separate_rate

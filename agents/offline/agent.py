@@ -72,14 +72,14 @@ class OfflineAgentConfig:
     def __post_init__(self) -> None:
         if self.learner_id not in LEARNERS:
             raise ValueError(f"learner_id must be one of {', '.join(LEARNERS)}")
-        expected = _CONFIGS[self.learner_id]
+        expected = LEARNER_CONFIGS[self.learner_id]
         if not isinstance(self.learner, expected):
             raise ValueError(f"learner {self.learner_id} needs a {expected.__qualname__}")
         if self.report_every < 1:
             raise ValueError(f"report_every must be >= 1, got {self.report_every}")
 
 
-_CONFIGS: dict[str, type] = {
+LEARNER_CONFIGS: dict[str, type] = {
     "bc": bc.Config,
     "mle-filter": bc.Config,
     "rwr": rwr.Config,
@@ -310,7 +310,7 @@ class PrefOfflineAgent(OfflineAgent):
 
 
 def _spec(learner_id: str, source: str) -> AgentSpec:
-    learner = _CONFIGS[learner_id]()
+    learner = LEARNER_CONFIGS[learner_id]()
     if learner_id == "mle-filter":
         learner = bc.FilteredConfig()
     cls = PrefOfflineAgent if source == "learned" else OfflineAgent
