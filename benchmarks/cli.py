@@ -246,6 +246,11 @@ def _list_tasks() -> None:
             extra = TASKS.info(name).get("extra") or "?"
             clip = f"    -  (needs prefbench[{extra}])"
         print(f"{name:26} {task.kind:8} {task.env_id:28} {task.horizon:7d} {clip:>5}")
+    from prefbench.envs.offline_tasks import builtin_ids, minari_id
+
+    for name in builtin_ids():
+        env, quality = name.split("-", 1)
+        print(f"{name:26} {'offline':8} {minari_id(env, quality):28} (`prefbench data list`)")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
