@@ -24,7 +24,7 @@ original (:attr:`OfflineAgent.sees_true_reward`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -180,11 +180,15 @@ class OfflineAgent:
             self.labels_used = self.ctx.label_budget
         self.ctx.logger.info("rewards (%s): %s", cfg.reward.source, self.rewards.metrics)
         data = self.episodes.with_rewards(self.rewards.rewards)
+        learner_config = cfg.learner
+        if getattr(learner_config, "actor_lr_decay_steps", 0) is None:
+            # IQL's cosine schedule spans the run (CORL: its whole run).
+            learner_config = replace(learner_config, actor_lr_decay_steps=self.ctx.budget.amount)
         self.learner = LEARNERS[cfg.learner_id](
             data,
             self.action_low,
             self.action_high,
-            cfg.learner,
+            learner_config,
             (stream_seed(self.ctx.seed, "offline_learner") % 2**31,),
             self.ctx.device,
         )
@@ -313,6 +317,10 @@ def _spec(learner_id: str, source: str) -> AgentSpec:
     learner = LEARNER_CONFIGS[learner_id]()
     if learner_id == "mle-filter":
         learner = bc.FilteredConfig()
+    if learner_id == "iql" and source != "zero":
+        # CORL's MuJoCo reward normalisation: episode returns span 1000 whatever the
+        # source (all-zero rewards have no span to normalise).
+        learner = replace(learner, reward_scale="dataset")
     cls = PrefOfflineAgent if source == "learned" else OfflineAgent
     return AgentSpec(
         cls, OfflineAgentConfig(learner_id, learner, OfflineRewardConfig(source=source))

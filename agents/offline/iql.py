@@ -51,8 +51,9 @@ class Config(LearnerConfig):
         reward_scale: Factor on the rewards, > 0, or ``"dataset"``:
             ``1000 / (max - min)`` of the episode returns (CORL's MuJoCo normalisation).
         actor_lr_decay_steps: Updates over which the policy's learning rate falls to 0 by
-            a cosine (CORL: its 1M training steps; set it to the number of updates you
-            run), staying 0 after; 0 keeps the rate constant.
+            a cosine (CORL: over its whole run), staying 0 after; 0 keeps the rate
+            constant; ``None``: an offline agent sets the run's number of updates (a
+            learner built directly keeps the rate constant).
     """
 
     expectile: float = 0.7
@@ -61,7 +62,7 @@ class Config(LearnerConfig):
     discount: float = 0.99
     tau: float = 0.005
     reward_scale: float | Literal["dataset"] = 1.0
-    actor_lr_decay_steps: int = 1_000_000
+    actor_lr_decay_steps: int | None = None
 
     def problems(self) -> list[str]:
         """Descriptions of the invalid settings."""
@@ -82,7 +83,7 @@ class Config(LearnerConfig):
                 problems.append(f"reward_scale must be a float or 'dataset', got {scale!r}")
         elif not (math.isfinite(scale) and scale > 0):
             problems.append(f"reward_scale must be finite and > 0, got {scale}")
-        if self.actor_lr_decay_steps < 0:
+        if self.actor_lr_decay_steps is not None and self.actor_lr_decay_steps < 0:
             problems.append(f"actor_lr_decay_steps must be >= 0, got {self.actor_lr_decay_steps}")
         return problems
 
@@ -149,7 +150,7 @@ class IQL(OfflineLearner):
     def actor_lr(self) -> float:
         """The policy's learning rate at the current update."""
         steps = self.config.actor_lr_decay_steps
-        if steps == 0:
+        if not steps:
             return self.config.lr
         return self.config.lr * 0.5 * (1 + math.cos(math.pi * min(self.updates, steps) / steps))
 
