@@ -108,6 +108,17 @@ def test_top_fraction_mask_ties_and_fractions():
     assert top_fraction_mask(np.arange(30.0), 0.1).sum() == 3
     assert top_fraction_mask(np.arange(30.0), 0.1)[-3:].all()
     assert top_fraction_mask(np.zeros(4), 0.5).tolist() == [True, True, False, False]
+    # A tiebreak orders equal scores (higher first) and leaves unequal ones alone.
+    ties = np.array([0.1, 0.9, 0.5, 0.3])
+    assert top_fraction_mask(np.zeros(4), 0.5, ties).tolist() == [False, True, True, False]
+    assert top_fraction_mask(np.array([1.0, 0, 0, 0]), 0.5, ties).tolist() == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    with pytest.raises(ValueError, match="tiebreak"):
+        top_fraction_mask(np.zeros(4), 0.5, np.zeros(3))
 
 
 @pytest.mark.parametrize(

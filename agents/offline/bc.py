@@ -3,8 +3,9 @@
 Plain BC maximises the policy's likelihood of every dataset action and ignores rewards.
 With ``filter_fraction < 1`` it clones only the steps of the top fraction of episodes
 ranked by their undiscounted return under the dataset's rewards (true or relabelled by a
-learned reward model): CORL's ``any_percent_bc``, here with a Gaussian likelihood instead
-of CORL's mean-squared error so that every learner shares :func:`weighted_nll`.
+learned reward model; equal returns in a fixed random order): CORL's ``any_percent_bc``,
+here with a Gaussian likelihood instead of CORL's mean-squared error so that every
+learner shares :func:`weighted_nll`.
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ class BC(OfflineLearner):
 
     def _put_data(self) -> None:
         super()._put_data()
-        self.kept_episodes = top_fraction_mask(self.data.returns(), self.config.filter_fraction)
+        # Equal returns (a zero-reward control) keep a fixed random set of episodes, the
+        # same for every seed, not the first ones (in medium-replay: the worst).
+        ties = np.random.default_rng(0).random(self.data.n_episodes)
+        self.kept_episodes = top_fraction_mask(
+            self.data.returns(), self.config.filter_fraction, ties
+        )
         steps = np.flatnonzero(self.kept_episodes[self.data.episode_of_step])
         self.pool = torch.as_tensor(steps, dtype=torch.int64, device=self.device)
 

@@ -41,16 +41,21 @@ class SequencePolicy(Protocol):
         ...
 
 
-def top_fraction_mask(scores: np.ndarray, fraction: float) -> np.ndarray:
+def top_fraction_mask(
+    scores: np.ndarray, fraction: float, tiebreak: np.ndarray | None = None
+) -> np.ndarray:
     """Keep the ``ceil(fraction * n)`` highest scores.
 
-    Ties are broken by index (the earlier item is kept), so the mask is deterministic.
+    Ties are broken by ``tiebreak`` (the higher value is kept) where given, else by index
+    (the earlier item is kept), so the mask is deterministic.
     ``fraction * n`` is rounded to 9 decimals before the ceiling, so that float error
     (``0.1 * 30 = 3.0000000000000004``) does not keep an extra item.
 
     Args:
         scores: ``(n,)`` finite scores, e.g. episode returns.
         fraction: Share to keep, in ``(0, 1]``.
+        tiebreak: ``(n,)`` secondary key for equal scores (e.g. a fixed random order, so
+            that all-equal scores, as under a zero reward, do not keep the first items).
 
     Returns:
         ``(n,)`` bool, True for the kept items (at least one).
@@ -66,8 +71,14 @@ def top_fraction_mask(scores: np.ndarray, fraction: float) -> np.ndarray:
     if not np.isfinite(scores).all():
         raise ValueError("scores must be finite")
     n_keep = math.ceil(round(fraction * len(scores), 9))
-    # A stable sort of the negated scores keeps equal scores in index order.
-    order = np.argsort(-scores.astype(np.float64), kind="stable")
+    if tiebreak is None:
+        # A stable sort of the negated scores keeps equal scores in index order.
+        order = np.argsort(-scores.astype(np.float64), kind="stable")
+    else:
+        tiebreak = np.asarray(tiebreak, dtype=np.float64)
+        if tiebreak.shape != scores.shape:
+            raise ValueError(f"tiebreak must be {scores.shape}, got {tiebreak.shape}")
+        order = np.lexsort((-tiebreak, -scores.astype(np.float64)))
     mask = np.zeros(len(scores), dtype=bool)
     mask[order[:n_keep]] = True
     return mask
