@@ -68,6 +68,7 @@ RECORD_COLUMNS = (
     LABELS_USED,
     TRUE_RETURN,
     "normalized_score",
+    D4RL_SCORE,
     RM_ACCURACY,
     WALL_TIME,
     *VERSION_COLUMNS,
@@ -101,8 +102,11 @@ def migrate_records(frame: pd.DataFrame) -> pd.DataFrame:
     """``records.csv`` rows under the current names.
 
     The old format named the display name ``agent`` and the id ``agent_id``; its
-    ``agent_id`` column tells it apart.
+    ``agent_id`` column tells it apart. Records from before offline tasks get an empty
+    ``d4rl_score``.
     """
-    if "agent_id" not in frame.columns:
-        return frame
-    return frame.rename(columns=_OLD_RECORDS)
+    if "agent_id" in frame.columns:
+        frame = frame.rename(columns=_OLD_RECORDS)
+    if D4RL_SCORE not in frame.columns:  # records from before offline tasks
+        frame = frame.assign(**{D4RL_SCORE: float("nan")})
+    return frame

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import json
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from prefbench.benchmarks.columns import (
     AGENT,
     AGENT_NAME,
+    D4RL_SCORE,
     LABEL_BUDGET,
     LABELS_USED,
     RECORD_COLUMNS,
@@ -288,13 +290,19 @@ def build_records(out: Path, suite: Suite, cells: Iterable[Cell]) -> pd.DataFram
                     STEPS: int(rec[STEPS]),
                     LABELS_USED: int(rec[LABELS_USED]),
                     TRUE_RETURN: float(rec[TRUE_RETURN]),
+                    D4RL_SCORE: float(rec.get(D4RL_SCORE, math.nan)),
                     RM_ACCURACY: float(rec[RM_ACCURACY]),
                     WALL_TIME: float(rec[WALL_TIME]),
                     **{k: vers.get(k, "") for k in VERSION_COLUMNS},
                 }
             )
     frame = pd.DataFrame(rows, columns=[c for c in RECORD_COLUMNS if c != "normalized_score"])
-    frame["normalized_score"] = normalized_scores(frame, suite.reference_agent, suite.floor_agent)
+    if suite.score == "d4rl":
+        frame["normalized_score"] = frame[D4RL_SCORE] / 100.0
+    else:
+        frame["normalized_score"] = normalized_scores(
+            frame, suite.reference_agent, suite.floor_agent
+        )
     return frame[list(RECORD_COLUMNS)]
 
 

@@ -97,7 +97,7 @@ class Cell:
             json.dumps({"format": SUITE_FORMAT, **fields}, sort_keys=True).encode()
         ).hexdigest()[:10]
         teacher = f"-{s.teacher}-{s.label_budget}" if s.teacher else ""
-        return f"{s.task}-{safe_name(s.agent)}{teacher}-s{s.seed}-{digest}"
+        return f"{safe_name(s.task)}-{safe_name(s.agent)}{teacher}-s{s.seed}-{digest}"
 
     def train_config(self, out: Path, threads: int = 1) -> TrainConfig:
         """The single-run config of this cell, writing into ``out / key``."""
@@ -124,6 +124,9 @@ class Suite:
         version: Bumped when a change to the suite makes old results incomparable.
         reference_agent: Agent name scored 1 when normalising (true-reward RL).
         floor_agent: Agent name scored 0 when normalising (random policy).
+        score: How ``normalized_score`` is made: ``reference`` (0 the floor agent, 1 the
+            reference agent, per task) or ``d4rl`` (offline tasks: the dataset's D4RL
+            score / 100, 0 a random policy, 1 its expert).
     """
 
     name: str
@@ -140,6 +143,7 @@ class Suite:
     version: int = 1
     reference_agent: str = "ppo"
     floor_agent: str = "random"
+    score: str = "reference"
 
     def steps_for(self, task: str) -> int:
         """Step budget of ``task``."""
@@ -157,6 +161,8 @@ class Suite:
             ValueError: For a budget or seed count below 1.
             ConfigError: For an agent override that does not fit the agent's config.
         """
+        if self.score not in ("reference", "d4rl"):
+            raise ValueError(f"suite {self.name!r}: score must be reference or d4rl")
         if self.seeds < 1 or self.accuracy_pairs < 1:
             raise ValueError(
                 f"suite {self.name!r}: seeds and accuracy_pairs must be >= 1, "

@@ -266,3 +266,34 @@ def test_missing_builtin_dataset_names_the_command(datasets, tmp_path, capsys):
     rc = main(["train", "--task", "hopper-medium", "--agent", "bc", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "prefbench data make hopper-medium" in err
+
+
+def test_offline_suite_scores_by_d4rl(datasets, tmp_path):
+    from prefbench.benchmarks.runner import run_suite
+    from prefbench.benchmarks.suites import AgentEntry, Suite
+
+    mlp = (*TINY["mlp"], "report_every=5")
+    suite = Suite(
+        name="offline-test",
+        description="test",
+        tasks=(DATASET,),
+        agents=(
+            AgentEntry("bc", overrides=mlp),
+            AgentEntry("pref-iql", label_budgets=(60,), overrides=(*mlp, *REWARD[:2])),
+        ),
+        steps={"*": 10},
+        seeds=1,
+        eval_every=5,
+        eval_episodes=1,
+        accuracy_pairs=50,
+        score="d4rl",
+    )
+    run_suite(suite, tmp_path, workers=1, show_progress=False)
+    records = pd.read_csv(tmp_path / "records.csv")
+    assert len(records) == 6 and set(records["agent"]) == {"bc", "pref-iql"}
+    np.testing.assert_allclose(records["normalized_score"], records["d4rl_score"] / 100)
+    # Minari ids hold slashes; cell folders do not.
+    cells = [p for p in (tmp_path / "cells").iterdir() if p.is_dir()]
+    assert len(cells) == 2 and all(p.name.startswith("test_pendulum_mixed-v0-") for p in cells)
+    with pytest.raises(ValueError, match="score"):
+        Suite(name="x", description="", tasks=(DATASET,), agents=(), score="best").validate()

@@ -84,6 +84,7 @@ def _records():
                         "steps": step,
                         "labels_used": labels,
                         "true_return": ret,
+                        "d4rl_score": math.nan,
                         "rm_accuracy": 0.9 if teacher else math.nan,
                         "wall_time": 1.0,
                         "prefbench": "0",
