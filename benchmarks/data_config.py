@@ -26,8 +26,8 @@ class DataMakeConfig:
         preset: RL preset of the behaviour learner (PPO).
     """
 
-    behaviour_steps: int = 500_000
-    snapshot_every: int = 25_000
+    behaviour_steps: int = 300_000
+    snapshot_every: int = 20_000
     dataset_steps: int = 100_000
     eval_episodes: int = 10
     medium_fraction: float = 1 / 3
