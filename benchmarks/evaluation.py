@@ -168,7 +168,6 @@ class OfflineEvaluator:
         self._oracle = BPrefTeacher(
             BPREF_TEACHERS["oracle"], make_rng(spec.seed, "accuracy_oracle")
         )
-        self._pair_rng = make_rng(spec.seed, "accuracy_pairs")
         self._env: VecEnv | None = None
         self._dataset: tuple[Episodes, DatasetInfo] | None = None
 
@@ -184,7 +183,7 @@ class OfflineEvaluator:
             self._dataset = self.task.load()
         episodes, info = self._dataset
         self._env.seed(seed)
-        returns = play_episodes(self._env, agent)
+        returns = play_episodes(self._env, agent, seed)
         row = {
             TRUE_RETURN: float(np.mean(returns)),
             TRUE_RETURN_STD: float(np.std(returns)),
@@ -195,11 +194,15 @@ class OfflineEvaluator:
         except ValueError:
             row[D4RL_SCORE] = math.nan  # a dataset without reference returns
         if reward_model is not None:
+            # Pairs of the episodes held out of labelling, drawn afresh each round from a
+            # round-seeded stream (a resumed run scores as an uninterrupted one).
+            test = getattr(agent, "test_episodes", None)
+            source = episodes.select(test) if test is not None and len(test) else episodes
             pairs = sample_clip_pairs(
-                episodes.trajectories(),
+                source.trajectories(),
                 self.spec.accuracy_pairs,
                 int(getattr(agent, "segment_length", DEFAULT_SEGMENT_LENGTH)),
-                self._pair_rng,
+                make_rng(self.spec.seed, f"accuracy_pairs{round_index}"),
             )
             row[RM_ACCURACY] = reward_model.preference_accuracy(
                 pairs, self._oracle.label(pairs).prefs
@@ -213,15 +216,16 @@ class OfflineEvaluator:
         self._env = None
 
 
-def play_episodes(venv: VecEnv, agent: Agent) -> np.ndarray:
+def play_episodes(venv: VecEnv, agent: Agent, seed: int = 0) -> np.ndarray:
     """``(n,)`` true returns of one episode per environment of ``venv``.
 
-    Uses the agent's ``episode_policy(n)`` where it has one (it sees each step through
-    ``observe``, with the rewards only if it ``sees_true_reward``), else ``predict``.
+    Uses the agent's ``episode_policy(n, seed)`` where it has one (it sees each step
+    through ``observe``, with the rewards only if it ``sees_true_reward``), else
+    ``predict``.
     """
     n = venv.num_envs
     make_policy = getattr(agent, "episode_policy", None)
-    policy = make_policy(n) if callable(make_policy) else None
+    policy = make_policy(n, seed) if callable(make_policy) else None
     shows_reward = bool(getattr(agent, "sees_true_reward", False))
     obs = venv.reset()
     returns = np.zeros(n)

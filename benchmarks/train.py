@@ -324,6 +324,9 @@ class RunRecorder:
             WALL_TIME: wall,
             TRAIN_TIME: wall - self.eval_time,
             **self._latest,
+            # The evaluation's own columns win over the agent's latest metrics (after a
+            # resume those hold the last row's values, evaluator columns included).
+            **scores,
         }
         self.rows.append(row)
         if self.states is not None and step < self.spec.steps:

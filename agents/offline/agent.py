@@ -32,14 +32,19 @@ import numpy as np
 import torch
 
 from prefbench.agents.offline import bc, dt, iql, rwr
-from prefbench.agents.offline.rewards import OfflineRewardConfig, RewardResult, make_rewards
+from prefbench.agents.offline.rewards import (
+    OfflineRewardConfig,
+    RewardResult,
+    make_rewards,
+    split_episodes,
+)
 from prefbench.agents.protocol import AgentSpec, Reporter, RunContext
 from prefbench.agents.reward_checkpoint import restore_reward_model, save_reward_model
 from prefbench.agents.reward_model import RewardModel
 from prefbench.envs.data import CheckpointError, load_dataset, save_dataset
 from prefbench.envs.files import atomic_path, write_text
 from prefbench.envs.offline_tasks import OfflineTask
-from prefbench.envs.seeding import make_rng, stream_seed
+from prefbench.envs.seeding import stream_seed
 from prefbench.envs.teachers import Teacher
 
 #: Learner classes by id.
@@ -123,7 +128,6 @@ class OfflineAgent:
         self.labels_used = 0
         self.rewards: RewardResult | None = None
         self.learner: Any = None
-        self._random = make_rng(ctx.seed, "random_reward_acting")
 
     @property
     def sees_true_reward(self) -> bool:
@@ -134,6 +138,14 @@ class OfflineAgent:
     def segment_length(self) -> int:
         """Steps per labelled segment (the evaluator cuts its accuracy pairs alike)."""
         return self.config.reward.segment_length
+
+    @property
+    def test_episodes(self) -> np.ndarray:
+        """Indices of the episodes held out of labelling (fresh accuracy pairs come from them)."""
+        _, test = split_episodes(
+            self.episodes.n_episodes, self.config.reward.test_episodes, self.ctx.seed
+        )
+        return test
 
     @property
     def reward_model(self) -> RewardModel | None:
@@ -202,12 +214,20 @@ class OfflineAgent:
             raise TypeError("a Decision Transformer acts through episode_policy()")
         return self.learner.act(np.asarray(obs, dtype=np.float32)[None])[0]
 
-    def episode_policy(self, n_envs: int) -> EpisodePolicy:
-        """A policy for ``n_envs`` fresh episodes that keeps each episode's state."""
-        return EpisodePolicy(self, n_envs)
+    def episode_policy(self, n_envs: int, seed: int = 0) -> EpisodePolicy:
+        """A policy for ``n_envs`` fresh episodes that keeps each episode's state.
+
+        ``seed`` (the evaluator's, per round) draws the ``random`` control's rewards while
+        acting, so a resumed run evaluates as an uninterrupted one.
+        """
+        return EpisodePolicy(self, n_envs, np.random.default_rng(seed))
 
     def step_rewards(
-        self, obs: np.ndarray, acts: np.ndarray, true_rewards: np.ndarray | None
+        self,
+        obs: np.ndarray,
+        acts: np.ndarray,
+        true_rewards: np.ndarray | None,
+        rng: np.random.Generator,
     ) -> np.ndarray:
         """``(n,)`` the reward of ``n`` steps under this agent's reward source."""
         source = self.config.reward.source
@@ -218,7 +238,7 @@ class OfflineAgent:
         if source == "zero":
             return np.zeros(len(obs), dtype=np.float32)
         if source == "random":
-            return self._random.uniform(0.0, 1.0, len(obs)).astype(np.float32)
+            return rng.uniform(0.0, 1.0, len(obs)).astype(np.float32)
         assert self.reward_model is not None
         return self.reward_model.reward(obs, acts)
 
@@ -283,8 +303,9 @@ class EpisodePolicy:
     agents only, the environment's rewards).
     """
 
-    def __init__(self, agent: OfflineAgent, n_envs: int) -> None:
+    def __init__(self, agent: OfflineAgent, n_envs: int, rng: np.random.Generator) -> None:
         self.agent = agent
+        self.rng = rng
         self._dt = (
             agent.learner.policy(n_envs)
             if isinstance(agent.learner, dt.DecisionTransformer)
@@ -303,7 +324,7 @@ class EpisodePolicy:
     ) -> None:
         """The step just taken: lower the return-to-go by its reward (Decision Transformer)."""
         if self._dt is not None:
-            r = self.agent.step_rewards(np.asarray(obs), np.asarray(acts), true_rewards)
+            r = self.agent.step_rewards(np.asarray(obs), np.asarray(acts), true_rewards, self.rng)
             self._dt.observe(r[None])
 
 

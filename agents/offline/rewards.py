@@ -6,8 +6,9 @@ dataset instead of on rollouts: segment pairs are drawn from the dataset's episo
 rewards the dataset recorded, the same Bradley-Terry ensemble
 (:class:`~prefbench.agents.reward_model.RewardModel`) fits the labels, and every step
 is relabelled with it: each member's output standardised on dataset states, then
-averaged. The fit is scored on fresh oracle-labelled pairs (``rm_accuracy``) and by
-the Spearman correlation of learned and true episode returns (``rm_return_spearman``).
+averaged. Labels come from most of the episodes; the evaluator scores the fit on fresh
+oracle-labelled pairs of the held-out rest (``rm_accuracy``), and the Spearman
+correlation of learned and true episode returns (``rm_return_spearman``) is logged.
 
 The controls tell what a learned reward adds: ``zero`` (every reward 0) and ``random``
 (i.i.d. uniform on [0, 1] per step). Offline RL scores well on many Hopper and Walker2d
@@ -54,6 +55,13 @@ class OfflineRewardConfig:
             round's pairs are uniform: there is no model to rank them yet).
         epochs: Reward-model epochs per fit.
         norm_samples: Dataset steps the members' outputs are standardised on.
+        offset: Where a learned reward's zero lies, which preferences between equally long
+            segments cannot tell: ``mean`` (the dataset's mean step reward is 0, so an
+            early termination costs nothing on average) or ``min`` (its lowest step
+            reward is 0, so every step alive earns something, like the true rewards'
+            alive bonus on Hopper and Walker2d and the ``random`` control's U[0, 1]).
+        test_episodes: Share of the dataset's episodes held out of labelling; the
+            evaluator's ``rm_accuracy`` pairs come from them.
         model: The reward ensemble (the online agents' defaults).
     """
 
@@ -64,6 +72,8 @@ class OfflineRewardConfig:
     rounds: int = 1
     epochs: int = 100
     norm_samples: int = 10_000
+    offset: str = "mean"
+    test_episodes: float = 0.2
     model: RewardModelConfig = field(default_factory=RewardModelConfig)
 
     def __post_init__(self) -> None:
@@ -75,7 +85,26 @@ class OfflineRewardConfig:
             raise ValueError("reward.rounds, epochs, norm_samples and oversample must be >= 1")
         if self.segment_length < 1:
             raise ValueError(f"reward.segment_length must be >= 1, got {self.segment_length}")
+        if self.offset not in OFFSETS:
+            raise ValueError(f"reward.offset must be one of {', '.join(OFFSETS)}")
+        if not 0 <= self.test_episodes < 1:
+            raise ValueError(f"reward.test_episodes must be in [0, 1), got {self.test_episodes}")
         make_selector(self.query, SelectorOptions(self.oversample))
+
+
+#: Where a learned reward's zero lies (see :class:`OfflineRewardConfig`).
+OFFSETS = ("mean", "min")
+
+
+def split_episodes(n_episodes: int, test_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(label_episodes, test_episodes)``: indices, a fixed random split of the run's seed.
+
+    At least one episode is labelled; none is held out when ``test_share`` is 0 or the
+    dataset has a single episode.
+    """
+    order = make_rng(seed, "test_episodes").permutation(n_episodes)
+    n_test = min(int(round(test_share * n_episodes)), n_episodes - 1)
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
 @dataclass(frozen=True)
@@ -154,8 +183,10 @@ def make_rewards(
     if teacher is None:
         raise ValueError("a learned reward needs a teacher")
     segment_length = config.segment_length
-    check_label_budget(episodes, segment_length, label_budget)
-    trajectories = episodes.trajectories()
+    label_eps, _ = split_episodes(episodes.n_episodes, config.test_episodes, seed)
+    labelled = episodes.select(label_eps)
+    check_label_budget(labelled, segment_length, label_budget)
+    trajectories = labelled.trajectories()
     metrics: dict[str, float] = {}
     if model is None or labels is None:
         model = RewardModel(
@@ -177,6 +208,8 @@ def make_rewards(
             for s in range(0, n, 65_536)
         ]
     ).astype(np.float32)
+    if config.offset == "min":
+        rewards = rewards - rewards.min()
     # Accuracy on fresh pairs is the evaluator's (rm_accuracy), as for the online agents.
     metrics = {**metrics, RM_RETURN_SPEARMAN: return_spearman(episodes, rewards)}
     return RewardResult(rewards, metrics, model, labels)
