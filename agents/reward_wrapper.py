@@ -119,6 +119,19 @@ class RewardVecEnv(VecEnvWrapper):
         out, self._finished = self._finished, []
         return out
 
+    def pop_unfinished(self) -> list[Trajectory]:
+        """The episodes in flight, cut here as truncated (each env's recorder restarts).
+
+        Their final observation is the current one. For the end of a recording: the
+        environments should be reset before stepping on.
+        """
+        assert self._obs is not None, "no steps yet"
+        return [
+            recorder.finish(self._obs[i], terminated=False)
+            for i, recorder in enumerate(self._recorders)
+            if len(recorder)
+        ]
+
 
 def make_training_env(
     task: TaskSpec,

@@ -17,18 +17,22 @@ For one control task (Hopper, Walker2d, HalfCheetah) the recipe is:
    medium and expert datasets together.
 
 Everything is resumable: the behaviour run goes on from its last snapshot after a kill
-(episodes in flight then are lost, as in any resume), collected datasets are cached as
-files before they are written to Minari, and a dataset already installed is not built
-again. Work in progress lives under the hidden folder ``.prefbench`` of Minari's datasets
+(episodes in flight then are lost, and the resumed run is not bit-identical to an
+uninterrupted one: snapshots are taken before the rollout's update, and the torch
+generator restarts), collected datasets are cached as files before they are written to
+Minari, and a dataset already installed is not built again. A lock keeps two builds of
+one task apart. Work in progress lives under the hidden folder ``.prefbench`` of Minari's datasets
 root, keyed by the behaviour settings.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -76,8 +80,10 @@ def make_datasets(
     if not missing:
         return [t.dataset_id for t in targets]
     builder = DatasetBuilder(missing[0].control, config, log)
-    for t in missing:
-        builder.write(t)
+    with builder.lock():
+        for t in missing:
+            if not dataset_exists(t.dataset_id):  # another process may have built it
+                builder.write(t)
     return [t.dataset_id for t in targets]
 
 
@@ -99,6 +105,22 @@ class DatasetBuilder:
         self.task = OfflineTask(task_id, "", task_id).control_task
         self.dir = work_dir() / "behaviour" / f"{task_id}-{config.behaviour_key()}"
         self._snapshots: list[dict[str, Any]] | None = None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the task's build lock: a second ``data make`` of it fails at once."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise ValueError(
+                    f"another `prefbench data make` is building {self.task_id} ({self.dir})"
+                ) from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------ behaviour run
     def _agent(self) -> SB3Agent:
@@ -195,8 +217,8 @@ class DatasetBuilder:
 
     # --------------------------------------------------------------- references
     def references(self) -> dict[str, Any]:
-        """Random and expert returns, and the medium snapshot (cached in ``references.json``)."""
-        path = self.dir / "references.json"
+        """Random and expert returns, and the medium snapshot (cached per medium fraction)."""
+        path = self.dir / f"references-m{self.config.medium_fraction:.6g}.json"
         if path.is_file():
             return json.loads(path.read_text())
         snaps = self.snapshots()
@@ -230,7 +252,12 @@ class DatasetBuilder:
         refs = self.references()
         if quality == "medium-replay":
             return self._replay_until(refs["medium_step"])
-        path = self.dir / "collect" / f"{quality}-{self.config.dataset_steps}.npz"
+        step = 0 if quality == "random" else refs[f"{quality}_step"]
+        cfg = self.config
+        # Keyed by everything the steps depend on: the snapshot, the size, the envs.
+        path = (
+            self.dir / "collect" / f"{quality}-{step}-{cfg.dataset_steps}-e{cfg.collect_envs}.npz"
+        )
         if path.is_file():
             return load_episodes(path)
         if quality == "random":
@@ -245,7 +272,11 @@ class DatasetBuilder:
         return episodes
 
     def _collect(self, policy: Policy | None, seed: int) -> Episodes:
-        """Whole episodes, at least ``dataset_steps`` steps, recorded with final observations."""
+        """``ceil(dataset_steps / n) * n`` steps of ``n`` environments, final observations kept.
+
+        Every environment steps equally long; the episode each is in at the end is kept as
+        truncated (as D4RL does), so long episodes are not under-represented.
+        """
         n = self.config.collect_envs
         venv = make_training_env(self.task, n, seed)
         rng = np.random.default_rng(seed)
@@ -253,12 +284,13 @@ class DatasetBuilder:
         try:
             with scoped_torch(seed, 1):
                 obs = venv.reset()
-                while sum(len(t) for t in finished) < self.config.dataset_steps:
+                for _ in range(-(-self.config.dataset_steps // n)):
                     acts = (
                         random_actions(venv.action_space, n, rng) if policy is None else policy(obs)
                     )
                     obs, _, _, _ = venv.step(acts)
                     finished.extend(venv.pop_finished())
+                finished.extend(venv.pop_unfinished())
         finally:
             venv.close()
         return Episodes.from_trajectories(finished)

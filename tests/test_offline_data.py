@@ -236,8 +236,9 @@ def test_data_make_builds_resumes_and_records(minari_root, monkeypatch):
     tasks = {q: get_offline_task(f"hopper-{q}") for q in ("random", "medium", "expert")}
     for quality, task in tasks.items():
         episodes, info = task.load()
-        assert len(episodes) >= 300, quality
+        assert len(episodes) == 300, quality  # 150 steps of 2 envs
         assert episodes.terminations.any()  # Hopper falls: raw episodes terminate
+        assert episodes.truncations[-1]  # the episodes in flight at the end are kept
         meta = info.metadata["prefbench"]
         assert (
             meta["quality"] == quality
@@ -251,6 +252,11 @@ def test_data_make_builds_resumes_and_records(minari_root, monkeypatch):
     assert len(both) == len(medium) + len(expert)
     replay, _ = get_offline_task("hopper-medium-replay").load()
     assert replay.n_episodes > 0
+    # One build of a task at a time.
+    builder = data_make.DatasetBuilder("hopper", config)
+    with builder.lock(), pytest.raises(ValueError, match="another"):
+        with data_make.DatasetBuilder("hopper", config).lock():
+            pass
     # Installed datasets are not built again.
     again: list[str] = []
     data_make.make_datasets("hopper-medium", config, log=again.append)
