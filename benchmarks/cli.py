@@ -204,7 +204,7 @@ def _cmd_list(what: str) -> None:
 
         for name in SUITES:
             suite = SUITES.get(name)
-            preset = suite.preset or "paper"
+            preset = "-" if suite.score == "d4rl" else suite.preset or "paper"
             print(f"{name:24} {len(suite.cells()):4d} cells  {preset:9} {suite.description}")
     elif what == "presets":
         _list_presets()

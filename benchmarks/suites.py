@@ -398,3 +398,10 @@ register_suite(
         seeds=3,
     )
 )
+
+# The offline suites (prefbench.benchmarks.offline_suites), imported when first named.
+for _name in ("offline-halfcheetah-cpu", "offline-mujoco-cpu", "offline-mujoco"):
+    SUITES.register(
+        _name,
+        f"prefbench.benchmarks.offline_suites:{_name.upper().replace('-', '_')}",
+    )

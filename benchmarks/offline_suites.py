@@ -1,0 +1,87 @@
+"""The offline suites: learned rewards beside true ones and zero/random controls.
+
+Each dataset must be built first (``prefbench data make TASK``); scores are D4RL's
+(``d4rl_score``: 0 a random policy, 100 the dataset's expert), so ``normalized_score`` is
+``d4rl_score / 100``. Every learned-reward agent (``pref-*``) stands beside the same
+learner on the true reward (the upper reference) and on zero and random rewards (the
+controls that tell whether the learned reward adds anything).
+"""
+
+from __future__ import annotations
+
+from prefbench.benchmarks.suites import AgentEntry, Suite
+
+#: The offline learners with a reward (BC has none).
+LEARNERS = ("dt", "rwr", "mle-filter", "iql")
+#: A Decision Transformer sized for a CPU: the paper's (3 layers x 128) trains at about
+#: 5 seed-updates/s on 2 cores; this one runs 5k updates with its evaluations in about
+#: 7.5 minutes there (results/README.md).
+DT_CPU = ("learner.n_embd=64", "learner.n_layer=2", "learner.warmup_steps=500")
+
+
+def offline_agents(
+    label_budgets: tuple[int, ...],
+    learners: tuple[str, ...] = LEARNERS,
+    dt_overrides: tuple[str, ...] = (),
+) -> tuple[AgentEntry, ...]:
+    """BC, then each learner on the true, learned, zero and random rewards."""
+    out = [AgentEntry("bc")]
+    for learner in learners:
+        overrides = dt_overrides if learner == "dt" else ()
+        out += [
+            AgentEntry(learner, overrides=overrides),
+            AgentEntry(f"pref-{learner}", label_budgets=label_budgets, overrides=overrides),
+            AgentEntry(f"zero-{learner}", overrides=overrides),
+            AgentEntry(f"random-{learner}", overrides=overrides),
+        ]
+    return tuple(out)
+
+
+#: The MLP learners on one HalfCheetah dataset: a CPU suite of about 15 minutes.
+OFFLINE_HALFCHEETAH_CPU = Suite(
+    name="offline-halfcheetah-cpu",
+    description="about 15 minutes on 2 CPU cores: halfcheetah-medium-replay, 500 labels, "
+    "BC, 10%-BC, RWR, IQL on true/learned/zero/random rewards, 3 seeds, 5k updates",
+    tasks=("halfcheetah-medium-replay",),
+    agents=offline_agents((500,), ("rwr", "mle-filter", "iql")),
+    steps={"*": 5_000},
+    seeds=3,
+    eval_every=1_000,
+    eval_episodes=5,
+    accuracy_pairs=500,
+    score="d4rl",
+)
+
+#: The issue's CPU suite: three datasets, every learner and control, 3 seeds.
+OFFLINE_MUJOCO_CPU = Suite(
+    name="offline-mujoco-cpu",
+    description="hopper/walker2d-medium-replay, halfcheetah-medium-expert, 500 labels, every "
+    "learner and control, 3 seeds, 5k updates, CPU-sized DT (hours on 2 cores; not yet run)",
+    tasks=("hopper-medium-replay", "walker2d-medium-replay", "halfcheetah-medium-expert"),
+    agents=offline_agents((500,), dt_overrides=DT_CPU),
+    steps={"*": 5_000},
+    seeds=3,
+    eval_every=1_000,
+    eval_episodes=5,
+    accuracy_pairs=500,
+    score="d4rl",
+)
+
+#: The full grid: a GPU machine's job (the paper-sized DT, 100k updates, 5 seeds).
+OFFLINE_MUJOCO = Suite(
+    name="offline-mujoco",
+    description="hopper/walker2d/halfcheetah x medium, medium-replay, medium-expert, "
+    "{100, 500, 2000} labels, every learner and control, 5 seeds, 100k updates (a GPU's job)",
+    tasks=tuple(
+        f"{env}-{quality}"
+        for env in ("hopper", "walker2d", "halfcheetah")
+        for quality in ("medium", "medium-replay", "medium-expert")
+    ),
+    agents=offline_agents((100, 500, 2000)),
+    steps={"*": 100_000},
+    seeds=5,
+    eval_every=10_000,
+    eval_episodes=10,
+    accuracy_pairs=1000,
+    score="d4rl",
+)
