@@ -148,7 +148,14 @@ def _fmt(x: float, digits: int = 1) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def to_markdown(tables: Tables) -> str:
+#: What the aggregate's normalised score means, by the suite's ``score``.
+SCORE_MEANING = {
+    "reference": "0 = random, 1 = true-reward RL",
+    "d4rl": "D4RL score / 100: 0 = random, 1 = the dataset's expert",
+}
+
+
+def to_markdown(tables: Tables, score: str = "reference") -> str:
     """Markdown tables: one per task, then the aggregate."""
     lines: list[str] = []
     for task, g in tables.per_task.groupby("task", sort=True):
@@ -162,7 +169,7 @@ def to_markdown(tables: Tables) -> str:
             )
         lines.append("")
     lines += [
-        "### Aggregate: normalised score (0 = random, 1 = true-reward RL), IQM [95% CI]",
+        f"### Aggregate: normalised score ({SCORE_MEANING[score]}), IQM [95% CI]",
         "",
         "| agent | teacher | labels | tasks | runs | IQM | 95% CI |",
         "|---|---|---:|---:|---:|---:|---|",
@@ -266,11 +273,25 @@ def _plot_over_steps(
         lo, hi = float(np.min(np.concatenate(means))), float(np.max(np.concatenate(means)))
         pad = 0.25 * (hi - lo) or 1.0
         ax.set_ylim(lo - pad, hi + pad)
-        ax.set_xlabel("environment steps")
+        ax.set_xlabel(_budget_label(task))
         ax.set_ylabel(ylabel)
         ax.set_title(task)
         paths.append(_save(fig, ax, path_for(task)))
     return paths
+
+
+#: The x axis of a task kind's curves: its budget unit.
+_BUDGET_LABELS = {"control": "environment steps", "offline": "gradient updates"}
+
+
+def _budget_label(task: str) -> str:
+    """The budget unit of ``task``'s kind ("steps" for a task no longer registered)."""
+    from prefbench.envs.offline_tasks import resolve_task
+
+    try:
+        return _BUDGET_LABELS.get(resolve_task(task).kind, "steps")
+    except (ValueError, TypeError, ImportError):
+        return "steps"
 
 
 def plot_curves(records: pd.DataFrame, folder: Path) -> list[Path]:
@@ -360,8 +381,8 @@ def write_report(results: Path) -> str:
     if records.empty:
         raise ValueError(f"{results} has no finished cells yet")
     tables = make_tables(records)
-    markdown = to_markdown(tables)
     suite = json.loads((results / "suite.json").read_text())
+    markdown = to_markdown(tables, _suite_score(suite))
     header = f"# {suite['suite']} (suite version {suite['version']})\n\n"
     for name, text in (("report.md", header + markdown), ("report.tex", to_latex(tables))):
         write_text(results / name, text)
@@ -369,3 +390,15 @@ def write_report(results: Path) -> str:
     plot_accuracy(records, results)
     plot_labels(records, results)
     return markdown
+
+
+def _suite_score(marker: dict[str, Any]) -> str:
+    """The suite's ``score``: from ``suite.json``, else the registered suite's, else reference."""
+    if marker.get("score") in SCORE_MEANING:
+        return str(marker["score"])
+    from prefbench.benchmarks.suites import SUITES
+
+    try:
+        return SUITES.get(str(marker.get("suite"))).score
+    except (ValueError, TypeError, ImportError):
+        return "reference"

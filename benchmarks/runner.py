@@ -103,7 +103,8 @@ def prepare_folder(out: Path, suite: Suite) -> None:
         )
     try:
         (out / "cells").mkdir(parents=True, exist_ok=True)
-        write_json(marker, {**expected, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        scoring = {"score": suite.score} if suite.score != "reference" else {}
+        write_json(marker, {**expected, **scoring, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     except OSError as exc:
         raise ResultsFolderError(f"cannot write to {out}: {exc.strerror or exc}") from exc
 
