@@ -30,7 +30,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -49,7 +48,7 @@ from prefbench.envs.data import CheckpointError, Trajectory
 from prefbench.envs.episodes import Episodes, load_episodes, save_episodes
 from prefbench.envs.files import write_json
 from prefbench.envs.kinds import Budget
-from prefbench.envs.minari_io import dataset_exists, work_dir, write_dataset
+from prefbench.envs.minari_io import d4rl_score, dataset_exists, work_dir, write_dataset
 from prefbench.envs.offline_tasks import DATASET_ENVS, QUALITIES, OfflineTask, get_offline_task
 from prefbench.envs.rollout import make_vec_env, random_actions, rollout
 from prefbench.envs.seeding import int31_seed, make_rng, scoped_torch, stream_seed
@@ -346,13 +345,9 @@ class DatasetBuilder:
         self.log(
             f"{task.id}: {episodes.n_episodes} episodes, {len(episodes):,} steps, mean return "
             f"{returns.mean():.1f} (normalised "
-            f"{_normalised(returns.mean(), refs):.1f}) -> {task.dataset_id}"
+            f"{d4rl_score(returns.mean(), refs['random_return'], refs['expert_return']):.1f}) "
+            f"-> {task.dataset_id}"
         )
-
-
-def _normalised(ret: float, refs: dict[str, Any]) -> float:
-    span = refs["expert_return"] - refs["random_return"]
-    return 100 * (ret - refs["random_return"]) / span if span > 0 else math.nan
 
 
 def dataset_table() -> str:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from prefbench.agents.offline.rewards import DEFAULT_SEGMENT_LENGTH
+from prefbench.agents.offline.rewards import DEFAULT_SEGMENT_LENGTH, fresh_pair_accuracy
 from prefbench.agents.protocol import Agent, PreferencePredictor
 from prefbench.benchmarks.columns import (
     D4RL_SCORE,
@@ -170,6 +170,7 @@ class OfflineEvaluator:
         )
         self._env: VecEnv | None = None
         self._dataset: tuple[Episodes, DatasetInfo] | None = None
+        self._test: Episodes | None = None  # the episodes accuracy pairs come from
 
     def evaluate(
         self, agent: Agent, reward_model: PreferencePredictor | None, round_index: int
@@ -194,18 +195,18 @@ class OfflineEvaluator:
         except ValueError:
             row[D4RL_SCORE] = math.nan  # a dataset without reference returns
         if reward_model is not None:
-            # Pairs of the episodes held out of labelling, drawn afresh each round from a
-            # round-seeded stream (a resumed run scores as an uninterrupted one).
-            test = getattr(agent, "test_episodes", None)
-            source = episodes.select(test) if test is not None and len(test) else episodes
-            pairs = sample_clip_pairs(
-                source.trajectories(),
-                self.spec.accuracy_pairs,
+            # Pairs of the episodes held out of labelling (the same every round), drawn
+            # afresh from a round-seeded stream: a resumed run scores as an uninterrupted one.
+            if self._test is None:
+                test = getattr(agent, "test_episodes", None)
+                self._test = episodes.select(test) if test is not None and len(test) else episodes
+            row[RM_ACCURACY] = fresh_pair_accuracy(
+                reward_model,
+                self._test,
                 int(getattr(agent, "segment_length", DEFAULT_SEGMENT_LENGTH)),
+                self.spec.accuracy_pairs,
                 make_rng(self.spec.seed, f"accuracy_pairs{round_index}"),
-            )
-            row[RM_ACCURACY] = reward_model.preference_accuracy(
-                pairs, self._oracle.label(pairs).prefs
+                self._oracle,
             )
         return row
 

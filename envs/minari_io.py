@@ -112,11 +112,27 @@ class DatasetInfo:
     metadata: dict[str, Any] = field(repr=False)
 
     def normalized_score(self, returns: np.ndarray | float) -> np.ndarray:
-        """D4RL's normalised score: ``100 * (R - min) / (max - min)``."""
-        span = self.ref_max_score - self.ref_min_score
-        if not (np.isfinite(span) and span > 0):
-            raise ValueError(f"dataset {self.dataset_id} has no reference scores")
-        return 100.0 * (np.asarray(returns, dtype=np.float64) - self.ref_min_score) / span
+        """D4RL's normalised score of ``returns`` (:func:`d4rl_score`).
+
+        Raises:
+            ValueError: If the dataset has no reference scores.
+        """
+        try:
+            return d4rl_score(returns, self.ref_min_score, self.ref_max_score)
+        except ValueError as exc:
+            raise ValueError(f"dataset {self.dataset_id} has no reference scores") from exc
+
+
+def d4rl_score(returns: np.ndarray | float, ref_min: float, ref_max: float) -> np.ndarray:
+    """D4RL's normalised score: ``100 * (R - ref_min) / (ref_max - ref_min)``.
+
+    Raises:
+        ValueError: If ``ref_max - ref_min`` is not a positive number.
+    """
+    span = ref_max - ref_min
+    if not (np.isfinite(span) and span > 0):
+        raise ValueError(f"reference returns {ref_min} and {ref_max} span nothing")
+    return 100.0 * (np.asarray(returns, dtype=np.float64) - ref_min) / span
 
 
 def write_dataset(

@@ -36,6 +36,7 @@ from prefbench.agents.offline.rewards import (
     OfflineRewardConfig,
     RewardResult,
     make_rewards,
+    new_reward_model,
     split_episodes,
 )
 from prefbench.agents.protocol import AgentSpec, Reporter, RunContext
@@ -272,7 +273,9 @@ class OfflineAgent:
             raise CheckpointError(f"{directory} holds no prefbench offline agent state")
         model = labels = None
         if self.config.reward.source == "learned":
-            model = _fresh_reward_model(self)
+            model = new_reward_model(
+                self.episodes, self.config.reward, self.ctx.seed, self.ctx.device
+            )
             restore_reward_model(model, directory / "reward_model.pt")
             labels = load_dataset(directory / "labels.npz")
         self._prepare(model, labels)
@@ -283,16 +286,6 @@ class OfflineAgent:
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"cannot restore the learner from {directory}: {exc}") from exc
         return int(self.learner.updates)
-
-
-def _fresh_reward_model(agent: OfflineAgent) -> RewardModel:
-    return RewardModel(
-        agent.episodes.obs.shape[1:],
-        int(np.prod(agent.episodes.acts.shape[1:])),
-        agent.config.reward.model,
-        seed=stream_seed(agent.ctx.seed, "reward_model"),
-        device=agent.ctx.device,
-    )
 
 
 class EpisodePolicy:

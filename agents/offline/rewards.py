@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import spearmanr
 
+from prefbench.agents.protocol import PreferencePredictor
 from prefbench.agents.query import SelectorOptions, make_selector
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig
 from prefbench.envs.data import PreferenceDataset
@@ -149,6 +150,19 @@ def check_label_budget(episodes: Episodes, segment_length: int, label_budget: in
         )
 
 
+def new_reward_model(
+    episodes: Episodes, config: OfflineRewardConfig, seed: int, device: str = "cpu"
+) -> RewardModel:
+    """An unfitted reward ensemble for ``episodes``' spaces, seeded from the run's seed."""
+    return RewardModel(
+        episodes.obs.shape[1:],
+        int(np.prod(episodes.acts.shape[1:])),
+        config.model,
+        seed=stream_seed(seed, "reward_model"),
+        device=device,
+    )
+
+
 def make_rewards(
     episodes: Episodes,
     config: OfflineRewardConfig,
@@ -189,13 +203,7 @@ def make_rewards(
     trajectories = labelled.trajectories()
     metrics: dict[str, float] = {}
     if model is None or labels is None:
-        model = RewardModel(
-            episodes.obs.shape[1:],
-            int(np.prod(episodes.acts.shape[1:])),
-            config.model,
-            seed=stream_seed(seed, "reward_model"),
-            device=device,
-        )
+        model = new_reward_model(episodes, config, seed, device)
         labels, metrics = _fit(
             model, trajectories, config, teacher, label_budget, segment_length, seed
         )
@@ -246,7 +254,7 @@ def _fit(
 
 
 def fresh_pair_accuracy(
-    model: RewardModel,
+    model: PreferencePredictor,
     episodes: Episodes,
     segment_length: int,
     n_pairs: int,
