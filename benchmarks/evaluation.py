@@ -224,22 +224,18 @@ def play_episodes(venv: VecEnv, agent: Agent, seed: int = 0) -> np.ndarray:
     through ``observe``, with the rewards only if it ``sees_true_reward``), else
     ``predict``.
     """
-    n = venv.num_envs
     make_policy = getattr(agent, "episode_policy", None)
-    policy = make_policy(n, seed) if callable(make_policy) else None
-    shows_reward = bool(getattr(agent, "sees_true_reward", False))
-    obs = venv.reset()
-    returns = np.zeros(n)
-    done = np.zeros(n, dtype=bool)
-    while not done.all():
-        acts = policy.act(obs) if policy is not None else agent.predict(obs)
-        next_obs, rewards, dones, _ = venv.step(acts)
-        if policy is not None:
+    if not callable(make_policy):
+        trajs = rollout(venv, agent.predict)
+    else:
+        policy = make_policy(venv.num_envs, seed)
+        shows_reward = bool(getattr(agent, "sees_true_reward", False))
+
+        def observe(obs: np.ndarray, acts: np.ndarray, rewards: np.ndarray) -> None:
             policy.observe(obs, acts, rewards if shows_reward else None)
-        returns[~done] += rewards[~done]
-        done |= dones
-        obs = next_obs
-    return returns
+
+        trajs = rollout(venv, policy.act, observe=observe)
+    return np.array([t.true_return for t in trajs])
 
 
 def _evaluator_from_import(obj: object, path: str) -> Any:

@@ -324,17 +324,16 @@ def offline_throughput(args: argparse.Namespace) -> tuple[float, float]:
     ``S`` single-seed runs would share a machine's cores. Rounds alternate (batched,
     separate, batched, ...) so drifting machine speed affects both alike.
     """
-    from prefbench.agents.offline.agent import LEARNER_CONFIGS, LEARNERS
+    from prefbench.agents.offline.learners import get_learner
 
-    if args.learner not in LEARNERS:
-        raise ValueError(f"unknown learner {args.learner!r}; valid: {', '.join(LEARNERS)}")
+    entry = get_learner(args.learner)
     for name in ("seeds", "updates", "rounds", "obs_dim", "act_dim", "steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     data = _synthetic_episodes(args.obs_dim, args.act_dim, args.steps, 1000, 0)
     low, high = -np.ones(args.act_dim, np.float32), np.ones(args.act_dim, np.float32)
-    cls, config = LEARNERS[args.learner], LEARNER_CONFIGS[args.learner]()
+    cls, config = entry.cls, entry.config
     seeds = list(range(args.seeds))
 
     def time_updates(learners: list, n: int) -> float:

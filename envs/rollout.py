@@ -13,6 +13,8 @@ from prefbench.envs.tasks import TaskSpec
 
 #: ``(obs (n, *O)) -> actions (n, A...)``: a batched, deterministic policy.
 PolicyFn = Callable[[np.ndarray], np.ndarray]
+#: ``(obs, actions, rewards) -> None``, called after each step of a rollout.
+StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 
 class EpisodeRecorder:
@@ -129,6 +131,7 @@ def rollout(
     rng: np.random.Generator | None = None,
     *,
     frame_stack: int = 0,
+    observe: StepFn | None = None,
 ) -> list[Trajectory]:
     """Run one episode in every env of ``venv``; returns one trajectory per env.
 
@@ -139,6 +142,9 @@ def rollout(
         policy: Batched deterministic policy; ``None`` samples uniformly random actions.
         rng: Generator for random actions (required when ``policy`` is ``None``).
         frame_stack: The task's frame stack ``k``: store trajectories compactly (0: plain).
+        observe: Called after every step with that step's ``(n, *O)`` observations,
+            ``(n, ...)`` actions and ``(n,)`` rewards, for every env (a stateful policy
+            keeps its history with it).
     """
     n = venv.num_envs
     obs = venv.reset()
@@ -152,6 +158,8 @@ def rollout(
         else:
             acts = np.asarray(policy(obs))
         next_obs, rews, dones, _ = venv.step(acts)
+        if observe is not None:
+            observe(obs, acts, rews)
         for i in np.flatnonzero(~done_mask):
             recorders[i].add(obs[i], acts[i], rews[i])
         done_mask |= dones

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from prefbench.agents.offline import bc, dt, iql, rwr
+from prefbench.agents.offline import dt
+from prefbench.agents.offline.learners import LEARNERS, Learner, get_learner
 from prefbench.agents.offline.rewards import (
     OfflineRewardConfig,
     RewardResult,
@@ -48,14 +49,6 @@ from prefbench.envs.offline_tasks import OfflineTask
 from prefbench.envs.seeding import stream_seed
 from prefbench.envs.teachers import Teacher
 
-#: Learner classes by id.
-LEARNERS: dict[str, type] = {
-    "bc": bc.BC,
-    "mle-filter": bc.BC,
-    "rwr": rwr.RWR,
-    "iql": iql.IQL,
-    "dt": dt.DecisionTransformer,
-}
 STATE_FORMAT = "prefbench.offline_agent_state.v1"
 
 
@@ -64,7 +57,8 @@ class OfflineAgentConfig:
     """Settings of an offline agent (override with ``--set group.key=value``).
 
     Attributes:
-        learner_id: Key of :data:`LEARNERS` (fixed by the registered agent).
+        learner_id: Key of :data:`~prefbench.agents.offline.learners.LEARNERS` (fixed by
+            the registered agent).
         learner: The learner's ``Config`` (``--set learner.lr=...``).
         reward: Where the rewards come from (``--set reward.query=disagreement``).
         report_every: Gradient updates between progress reports.
@@ -78,20 +72,11 @@ class OfflineAgentConfig:
     def __post_init__(self) -> None:
         if self.learner_id not in LEARNERS:
             raise ValueError(f"learner_id must be one of {', '.join(LEARNERS)}")
-        expected = LEARNER_CONFIGS[self.learner_id]
+        expected = type(LEARNERS[self.learner_id].config)
         if not isinstance(self.learner, expected):
             raise ValueError(f"learner {self.learner_id} needs a {expected.__qualname__}")
         if self.report_every < 1:
             raise ValueError(f"report_every must be >= 1, got {self.report_every}")
-
-
-LEARNER_CONFIGS: dict[str, type] = {
-    "bc": bc.Config,
-    "mle-filter": bc.Config,
-    "rwr": rwr.Config,
-    "iql": iql.Config,
-    "dt": dt.Config,
-}
 
 
 class OfflineAgent:
@@ -128,7 +113,7 @@ class OfflineAgent:
         self.action_low, self.action_high = act_space.low, act_space.high
         self.labels_used = 0
         self.rewards: RewardResult | None = None
-        self.learner: Any = None
+        self.learner: Learner | None = None
 
     @property
     def sees_true_reward(self) -> bool:
@@ -197,7 +182,7 @@ class OfflineAgent:
         if getattr(learner_config, "actor_lr_decay_steps", 0) is None:
             # IQL's cosine schedule spans the run (CORL: its whole run).
             learner_config = replace(learner_config, actor_lr_decay_steps=self.ctx.budget.amount)
-        self.learner = LEARNERS[cfg.learner_id](
+        self.learner = get_learner(cfg.learner_id).cls(
             data,
             self.action_low,
             self.action_high,
@@ -205,8 +190,7 @@ class OfflineAgent:
             (stream_seed(self.ctx.seed, "offline_learner") % 2**31,),
             self.ctx.device,
         )
-        if hasattr(self.learner, "info"):
-            self.ctx.logger.info("learner: %s", self.learner.info)
+        self.ctx.logger.info("learner: %s", self.learner.info)
 
     # ------------------------------------------------------------------ acting
     def predict(self, obs: np.ndarray) -> np.ndarray:
@@ -328,9 +312,7 @@ class PrefOfflineAgent(OfflineAgent):
 
 
 def _spec(learner_id: str, source: str) -> AgentSpec:
-    learner = LEARNER_CONFIGS[learner_id]()
-    if learner_id == "mle-filter":
-        learner = bc.FilteredConfig()
+    learner = LEARNERS[learner_id].config
     if learner_id == "iql" and source != "zero":
         # CORL's MuJoCo reward normalisation: episode returns span 1000 whatever the
         # source (all-zero rewards have no span to normalise).

@@ -84,6 +84,7 @@ class OfflineLearner(ABC):
     Attributes:
         policy: The ``S`` policies, a :class:`SequencePolicy` on standardised observations.
         updates: Gradient steps taken so far.
+        info: Settings the learner resolved from the data, for the run's record.
         obs_mean: ``(O,)`` float32 mean of the dataset's observations.
         obs_std: ``(O,)`` float32 their standard deviation plus ``obs_std_eps``.
     """
@@ -118,6 +119,7 @@ class OfflineLearner(ABC):
         self.seeds = tuple(int(s) for s in seeds)
         self.device = resolve_device(device)
         self.updates = 0
+        self.info: dict[str, Any] = {}
         obs = data.obs.astype(np.float64)
         self.obs_mean = obs.mean(axis=0).astype(np.float32)
         self.obs_std = (obs.std(axis=0) + config.obs_std_eps).astype(np.float32)

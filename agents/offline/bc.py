@@ -72,6 +72,7 @@ class BC(OfflineLearner):
             self.data.returns(), self.config.filter_fraction, ties
         )
         steps = np.flatnonzero(self.kept_episodes[self.data.episode_of_step])
+        self.info["kept_episodes"] = int(self.kept_episodes.sum())
         self.pool = torch.as_tensor(steps, dtype=torch.int64, device=self.device)
 
     def _update(self) -> dict[str, float]:

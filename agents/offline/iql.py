@@ -143,6 +143,7 @@ class IQL(OfflineLearner):
         super()._put_data()
         scale = self.config.reward_scale
         self.reward_scale = dataset_reward_scale(self.data) if scale == "dataset" else float(scale)
+        self.info["reward_scale"] = self.reward_scale
         self.next_obs = self._standardize(self.data.next_obs)
         self.rewards = self._tensor(self.data.rewards * np.float32(self.reward_scale))
         self.terminations = self._tensor(self.data.terminations)
