@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[mujoco,atari,offline,dev,ray]"
+	$(BIN)/python -m pip install -q -e ".[mujoco,atari,offline,lm,dev,ray]"
 	touch $@
 
 demo: install

@@ -246,6 +246,10 @@ def _list_tasks() -> None:
             extra = TASKS.info(name).get("extra") or "?"
             clip = f"    -  (needs prefbench[{extra}])"
         print(f"{name:26} {task.kind:8} {task.env_id:28} {task.horizon:7d} {clip:>5}")
+    from prefbench.envs.text_tasks import TEXT_TASKS
+
+    for name in TEXT_TASKS:
+        print(f"{name:26} {'text':8} {TEXT_TASKS.get(name).description}")
     from prefbench.envs.offline_tasks import builtin_ids, minari_id
 
     for name in builtin_ids():

@@ -27,8 +27,9 @@ from prefbench.envs.minari_io import (
     local_dataset_ids,
     read_dataset,
 )
-from prefbench.envs.registry import UnknownIdError
+from prefbench.envs.registry import UnknownIdError, import_object
 from prefbench.envs.tasks import MUJOCO_TASKS, TASKS, TaskSpec, get_task
+from prefbench.envs.text_tasks import TEXT_TASKS, TextTask
 
 #: D4RL's dataset qualities (``medium-replay``: the training data up to ``medium``).
 QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -147,18 +148,25 @@ def _safe_local_ids() -> list[str]:
         return []
 
 
-def resolve_task(name: str) -> TaskSpec | OfflineTask:
-    """Any task by id: a registered control task, else an offline dataset.
+def resolve_task(name: str) -> TaskSpec | OfflineTask | TextTask:
+    """Any task by id: a registered control or text task, else an offline dataset.
 
     Raises:
-        UnknownIdError: If ``name`` is neither (the message lists both kinds' ids).
+        UnknownIdError: If ``name`` is none of them (the message lists every kind's ids).
     """
-    if name in TASKS or ":" in name:
+    if name in TASKS:
+        return get_task(name)
+    if name in TEXT_TASKS:
+        return TEXT_TASKS.get(name)
+    if ":" in name:
+        obj = import_object(name)
+        if isinstance(obj, TextTask):
+            return obj
         return get_task(name)
     try:
         return get_offline_task(name)
     except UnknownIdError as exc:
         raise UnknownIdError(
             f"unknown task {name!r}; control tasks: {', '.join(TASKS.names())}; "
-            f"offline datasets: {exc}"
+            f"text tasks: {', '.join(TEXT_TASKS.names())}; offline datasets: {exc}"
         ) from None
