@@ -4,7 +4,8 @@
 ``prefbench report DIR``: tables and plots of a results folder; ``prefbench train``: one
 run; ``prefbench list tasks|agents|teachers|suites|presets``: what is registered;
 ``prefbench perf reward-model|frames|offline|overhead``: throughput and overhead figures;
-``prefbench data make|list``: offline datasets. Bad input ends
+``prefbench data make|list``: offline datasets; ``prefbench lm pretrain``: a text task's
+base model. Bad input ends
 with a one-line ``prefbench: error: ...`` and exit status 2.
 """
 
@@ -66,6 +67,10 @@ def _build_parser() -> argparse.ArgumentParser:
     for flag, default, kind, text in config_flags():
         mk.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default})")
     dsub.add_parser("list", help="the built-in and installed datasets, and where they are")
+
+    from prefbench.benchmarks.lm_cli import add_lm_parser
+
+    add_lm_parser(sub)
 
     p = sub.add_parser("perf", help="measure throughput")
     psub = p.add_subparsers(dest="perf", required=True)
@@ -337,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
                 data_make.make_datasets(args.name, config_from_args(args))
             else:
                 print(data_make.dataset_table(), end="")
+        elif args.command == "lm":
+            from prefbench.benchmarks.lm_cli import run_lm
+
+            run_lm(args)
         elif args.command == "report":
             from prefbench.benchmarks.report import write_report
 
