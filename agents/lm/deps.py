@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
 INSTALL_HINT = "the language-model track needs the lm extra: pip install 'prefbench[lm]'"
@@ -13,6 +14,8 @@ def transformers() -> ModuleType:
     Raises:
         ImportError: Naming the extra to install.
     """
+    # Nothing is downloaded at run time: a name that is not a local folder fails at once.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import transformers as module
     except ImportError as exc:
