@@ -55,8 +55,8 @@ class FlattenEncoder(nn.Module):
         return obs.reshape(*obs.shape[:2], self.out_dim).float()
 
 
-#: Builds an encoder from ``(n_members, obs_shape)``.
-EncoderFactory = Callable[[int, tuple[int, ...]], nn.Module]
+#: Builds an encoder from ``(n_members, obs_shape, **encoder_kwargs)``.
+EncoderFactory = Callable[..., nn.Module]
 
 ENCODERS: Registry[EncoderFactory] = Registry("encoder")
 ENCODERS.register("flatten", FlattenEncoder)
@@ -221,3 +221,4 @@ class EnsembleConvEncoder(nn.Module):
 
 
 ENCODERS.register("cnn", EnsembleConvEncoder)
+ENCODERS.register("tokens", "prefbench.agents.text_encoder:TokenEncoder")

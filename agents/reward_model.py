@@ -22,7 +22,8 @@ labels (``(K, B)`` index arrays gather each member's pairs). Defaults follow the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -51,6 +52,8 @@ class RewardModelConfig:
         ensemble_size: ``K`` members.
         hidden_sizes: Widths of the hidden layers of each member's MLP.
         encoder: Id in :data:`prefbench.agents.encoders.ENCODERS`.
+        encoder_kwargs: Keyword arguments of the encoder (``tokens``: ``vocab_size``,
+            ``n_embd``, ``n_layer``, ``n_head``, ``dropout``).
         use_actions: Feed the action next to the observation (MuJoCo: yes).
         input_norm: Standardise the flattened (observation, action) input with the
             running mean and variance of the steps of every clip labelled so far (each
@@ -78,6 +81,7 @@ class RewardModelConfig:
     ensemble_size: int = 3
     hidden_sizes: tuple[int, ...] = (64, 64)
     encoder: str = "flatten"
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
     use_actions: bool = True
     input_norm: bool = True
     lr: float = 1e-3
@@ -209,9 +213,7 @@ class RewardModel:
 
     def to_device(self, data: PreferenceDataset) -> DeviceData:
         """Copy labelled pairs to the model's device once, for many training steps."""
-        acts = torch.as_tensor(data.pairs.acts, device=self.device).reshape(
-            *data.pairs.acts.shape[:3], -1
-        )
+        acts = _flat(torch.as_tensor(data.pairs.acts, device=self.device), 3)
         pairs = data.pairs
         # Compact frames go to the device as they are; stacks are cut per batch.
         obs = pairs.obs if pairs.frames is None else pairs.frames
@@ -229,7 +231,7 @@ class RewardModel:
         acts = d.acts[idx]
         h = obs.shape[3]
         r = self.net.clip_returns(
-            obs.reshape(k, b * 2, h, *obs.shape[4:]), acts.reshape(k, b * 2, h, -1)
+            obs.reshape(k, b * 2, h, *obs.shape[4:]), acts.reshape(k, b * 2, h, acts.shape[-1])
         )
         return r.reshape(k, b, 2)
 
@@ -324,7 +326,7 @@ class RewardModel:
         obs = d.obs[start:]  # (N_new, 2, H, *O); input_norm implies no frame stack
         acts = d.acts[start:]
         flat_obs = obs.reshape(-1, *obs.shape[3:])
-        flat_acts = acts.reshape(flat_obs.shape[0], -1)
+        flat_acts = acts.reshape(flat_obs.shape[0], acts.shape[-1])
         self.net.update_input_stats(self.net.trunk_inputs(flat_obs, flat_acts))
         self.net.in_labels.fill_(first_label + n)
 
@@ -423,9 +425,7 @@ class RewardModel:
         return t.float() if t.is_floating_point() else t
 
     def _flat_acts(self, acts: np.ndarray, lead: int) -> torch.Tensor:
-        return torch.as_tensor(acts, device=self.device, dtype=torch.float32).reshape(
-            *acts.shape[:lead], -1
-        )
+        return _flat(torch.as_tensor(acts, device=self.device, dtype=torch.float32), lead)
 
     def update_normalization(self, obs: np.ndarray, acts: np.ndarray) -> None:
         """Set output normalisation from ``(M, *O)`` states and ``(M, A...)`` actions."""
@@ -458,7 +458,7 @@ class RewardModel:
             # Chunk by chunk: compact frame stacks expand only one chunk at a time.
             o = self._obs_tensor(pairs.obs[s : s + chunk]).reshape(-1, h, *pairs.obs.shape[3:])
             a = self._flat_acts(pairs.acts[s : s + chunk], 3)
-            a = a.reshape(-1, h, a.shape[-1])
+            a = a.reshape(o.shape[0], h, a.shape[-1])
             r = self.net.clip_returns(
                 o.unsqueeze(0).expand(k, *o.shape), a.unsqueeze(0).expand(k, *a.shape)
             )
@@ -473,6 +473,11 @@ class RewardModel:
             return math.nan
         p = self.member_preferences(pairs[np.flatnonzero(decided)]).mean(axis=0)
         return float(((p > 0.5) == (prefs[decided] > 0.5)).mean())
+
+
+def _flat(x: torch.Tensor, lead: int) -> torch.Tensor:
+    """``x`` with the axes after the first ``lead`` flattened into one (also when empty)."""
+    return x.reshape(*x.shape[:lead], math.prod(x.shape[lead:]))
 
 
 __all__ = ["CheckpointError", "FitStats", "RewardModel", "RewardModelConfig"]

@@ -43,7 +43,7 @@ class RewardEnsemble(nn.Module):
         self.config = config
         self.obs_shape = tuple(obs_shape)
         self.act_dim = act_dim if config.use_actions else 0
-        self.encoder = ENCODERS.get(config.encoder)(k, self.obs_shape)
+        self.encoder = ENCODERS.get(config.encoder)(k, self.obs_shape, **config.encoder_kwargs)
         width = self.encoder.out_dim + self.act_dim
         layers = []
         for h in config.hidden_sizes:
