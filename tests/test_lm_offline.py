@@ -168,3 +168,48 @@ def test_filter_and_weights_by_hand():
 
 class _FakePolicy:
     models = [torch.nn.Linear(1, 1)]
+
+
+def test_evaluation_columns_and_kl(world):
+    from prefbench.benchmarks.text_evaluation import distinct_n, evaluate_text
+
+    path, base, samples, _, z = world
+    test = PARITY.prompts("test", 64, 0)
+    same = evaluate_text(base, base, PARITY, test, seed=5)
+    assert same["kl_per_token"] == pytest.approx(0.0, abs=1e-6)
+    assert same["true_score"] == pytest.approx(_mean_score(base, None, test[:64]))
+    assert np.isnan(same["learned_score"]) and 0 < same["distinct_1"] <= 1
+    policy = CausalLMPolicy.from_path(path)
+    aligner = OfflineAligner(policy, samples, z, AlignConfig(method="dt", updates=30, lr=1e-3))
+    for _ in range(30):
+        aligner.update()
+    moved = evaluate_text(
+        policy,
+        base,
+        PARITY,
+        test,
+        seed=5,
+        shown=aligner.generation_prompt,
+        learned=lambda p, r: np.ones(len(p)),
+    )
+    assert moved["kl_per_token"] > 0.01 and moved["learned_score"] == 1.0
+    assert distinct_n([[1, 2, 1, 2], [1, 2]], 2) == pytest.approx(2 / 4)
+    assert distinct_n([[1, 1, 1]], 1) == pytest.approx(1 / 3)
+    assert np.isnan(distinct_n([[1]], 2))
+
+
+def test_flop_counter_by_hand(world):
+    from prefbench.agents.lm.compute import FlopCounter, non_embedding_parameters
+
+    model = world[1].models[0]
+    n = non_embedding_parameters(model)
+    emb = model.transformer.wte.weight.numel() + model.transformer.wpe.weight.numel()
+    assert n == sum(p.numel() for p in model.parameters()) - emb
+    counter = FlopCounter()
+    counter.add("generate", 1000, 10)
+    counter.add("train", 1000, 10)
+    counter.add("score", 10, 5)
+    assert counter.total == 2 * 1000 * 10 + 6 * 1000 * 10 + 2 * 10 * 5
+    assert counter.as_dict()["tokens_train"] == 10
+    with pytest.raises(ValueError, match="kind must be one of"):
+        counter.add("think", 1, 1)
