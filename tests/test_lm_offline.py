@@ -213,3 +213,20 @@ def test_flop_counter_by_hand(world):
     assert counter.as_dict()["tokens_train"] == 10
     with pytest.raises(ValueError, match="kind must be one of"):
         counter.add("think", 1, 1)
+
+
+def test_dpo_on_the_teachers_pairs_raises_the_ground_truth_score(world):
+    from prefbench.agents.lm.dpo import DPO, DPOConfig, decided_pairs
+
+    path, base, samples, _, _ = world
+    idx = same_prompt_pairs(samples, 200, np.random.default_rng(0))
+    labels = make_teacher("oracle", np.random.default_rng(0)).label(text_pairs(base, samples, idx))
+    pairs = decided_pairs(idx[labels.valid], labels.prefs[labels.valid])
+    policy = CausalLMPolicy.from_path(path)
+    dpo = DPO(policy, base, samples, pairs, DPOConfig(updates=100, lr=1e-3, beta=0.1))
+    for _ in range(100):
+        metrics = dpo.update()
+    test = PARITY.prompts("test", 128, 0)
+    before, after = _mean_score(base, None, test), _mean_score(policy, None, test)
+    # Measured (seed 0): base 0.327, DPO 0.486 (reward margin 0.060).
+    assert metrics["reward_margin"] > 0 and after > before + 0.05, (before, after)
