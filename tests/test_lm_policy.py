@@ -100,7 +100,9 @@ def test_generation_is_seeded_and_matches_the_likelihood(model_path):
     assert a == policy.generate(prompts, [6, 3, 8], seed=1)
     assert a != policy.generate(prompts, [6, 3, 8], seed=2)
     assert [len(r) <= n for r, n in zip(a, [6, 3, 8], strict=True)] == [True] * 3
-    assert all(policy.tokenizer.eos_token_id not in r for r in a)
+    eos = policy.tokenizer.eos_token_id
+    assert all(eos not in r[:-1] for r in a)  # an end-of-text token only ends a response
+    assert not any("<|endoftext|>" in text for text in policy.decode(a))
     # Left-padded sampling and right-padded scoring agree on the sampled tokens' logits.
     model, tok = policy.models[0], policy.tokenizer
     enc = encode_pairs(tok, ["1", "98765"], [[], []], 32)

@@ -120,17 +120,34 @@ def encode_pairs(
     return TokenBatch(ids, mask, targets)
 
 
+def token_log_probs(
+    model: Any, batch: Mapping[str, torch.Tensor], *, hidden: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``(B, T - 1)`` log p of each next token under ``model``, 0 where it is not a target.
+
+    Position ``t`` scores token ``t + 1`` given tokens ``0..t``. With ``hidden`` also the
+    last layer's ``(B, T, H)`` hidden states (for a value head).
+    """
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        output_hidden_states=hidden,
+    )
+    targets = batch["targets"][:, 1:]
+    logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    picked = picked * (targets != IGNORE)
+    return (picked, out.hidden_states[-1]) if hidden else picked
+
+
 def sequence_log_prob(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """``(B,)`` sum of log p(target token | earlier tokens) over each row's targets.
 
     ``batch`` has ``input_ids``, ``attention_mask`` and ``targets``, each ``(B, T)``.
     """
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    targets = batch["targets"][:, 1:]
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    keep = targets != IGNORE
-    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * keep).sum(dim=1)
+    logp = token_log_probs(model, batch)
+    assert isinstance(logp, torch.Tensor)
+    return logp.sum(dim=1)
 
 
 class CausalLMPolicy:
@@ -200,8 +217,9 @@ class CausalLMPolicy:
     ) -> list[list[int]]:
         """Sampled response token ids, one list per prompt, with model ``seed_index``.
 
-        A response stops at its prompt's ``max_new_tokens`` or at an end-of-text token
-        (not included). The same seed gives the same tokens.
+        A response stops at its prompt's ``max_new_tokens`` or after an end-of-text token,
+        which it then ends with (as trl's completions do): stopping is an action the
+        methods learn too. The same seed gives the same tokens.
 
         Raises:
             ValueError: If a prompt leaves no room in the context.
@@ -246,9 +264,9 @@ class CausalLMPolicy:
                 )
             for row, n in zip(gen[:, width:].tolist(), lengths, strict=True):
                 row = row[:n]
-                out.append(row[: row.index(eos)] if eos in row else row)
+                out.append(row[: row.index(eos) + 1] if eos in row else row)
         return out
 
     def decode(self, responses: Sequence[Sequence[int]]) -> list[str]:
-        """Text of response token ids."""
-        return [self.tokenizer.decode(r) for r in responses]
+        """Text of response token ids (without the end-of-text token)."""
+        return [self.tokenizer.decode(r, skip_special_tokens=True) for r in responses]

@@ -13,6 +13,7 @@ scores by their mean and deviation over the labelled samples (the authors' z-sco
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -163,3 +164,25 @@ def zscore(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
     ref = np.asarray(reference, dtype=np.float64)
     std = ref.std()
     return (np.asarray(scores, dtype=np.float64) - ref.mean()) / (std if std > 0 else 1.0)
+
+
+def response_scorer(
+    model: RewardModel, policy: CausalLMPolicy, reference: np.ndarray
+) -> Callable[[list[str], list[list[int]]], np.ndarray]:
+    """``(prompts, response ids) -> (B,)`` learned scores z-scored by ``reference`` scores.
+
+    Online methods (PPO, best-of-n) score fresh responses on the scale the offline
+    methods' samples were z-scored on.
+    """
+
+    def score(prompts: list[str], ids: list[list[int]]) -> np.ndarray:
+        samples = TextSamples(
+            tuple(prompts),
+            np.arange(len(prompts), dtype=np.int64),
+            tuple("" for _ in prompts),
+            tuple(tuple(r) for r in ids),
+            np.zeros(len(prompts)),
+        )
+        return zscore(learned_scores(model, policy, samples), reference)
+
+    return score
