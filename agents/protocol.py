@@ -276,3 +276,20 @@ for _learner, _what in (
             f"prefbench.agents.offline.agent:{_control.upper()}_{_const}",
             description=f"offline: {_what} on {_control} rewards (control)",
         )
+# Text agents (prefbench.agents.lm.agent): a method of the language-model track on a
+# text task; lm-sft is the base model itself.
+for _method, _what in (
+    ("sft", "the base (SFT) model, untrained"),
+    ("mle-filter", "fine-tuning on samples whose learned z-score is above 0"),
+    ("rwr", "reward-weighted fine-tuning, exp(z / beta)"),
+    ("dt", "reward-conditioned fine-tuning (Decision Transformer alignment)"),
+    ("dpo", "direct preference optimisation on the labelled pairs"),
+    ("ppo", "PPO on the learned reward with a KL penalty"),
+):
+    _const = _method.upper().replace("-", "_") + ("_AGENT" if _method in ("dpo", "ppo") else "")
+    register_agent(
+        f"lm-{_method}",
+        f"prefbench.agents.lm.agent:{_const}",
+        description=f"text: {_what}",
+        uses_teacher=_method != "sft",
+    )

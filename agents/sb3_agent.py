@@ -40,6 +40,9 @@ class SB3Agent:
         sign_true_reward: With the true reward, hand the learner its sign (Atari).
     """
 
+    #: The task kinds the agent trains on (the runner checks before any work).
+    task_kinds = ("control",)
+
     def __init__(
         self,
         ctx: RunContext,

@@ -206,10 +206,13 @@ def _cmd_list(what: str) -> None:
             print(f"{name:18} {who}  {info.get('description', '')}")
     elif what == "suites":
         from prefbench.benchmarks.suites import SUITES
+        from prefbench.envs.tasks import TASKS
 
         for name in SUITES:
             suite = SUITES.get(name)
-            preset = "-" if suite.score == "d4rl" else suite.preset or "paper"
+            # RL presets apply to control tasks only (offline and text suites have none).
+            control = any(t in TASKS for t in suite.tasks)
+            preset = suite.preset or "paper" if control else "-"
             print(f"{name:24} {len(suite.cells()):4d} cells  {preset:9} {suite.description}")
     elif what == "presets":
         _list_presets()

@@ -248,6 +248,7 @@ def _evaluator_from_import(obj: object, path: str) -> Any:
 EVALUATORS: Registry[Any] = Registry("evaluator", _evaluator_from_import)
 EVALUATORS.register("control", "prefbench.benchmarks.evaluation:ControlEvaluator")
 EVALUATORS.register("offline", "prefbench.benchmarks.evaluation:OfflineEvaluator")
+EVALUATORS.register("text", "prefbench.benchmarks.text_evaluation:TextEvaluator")
 
 
 def make_evaluator(task: Task, spec: RunSpec) -> Evaluator:

@@ -405,3 +405,7 @@ for _name in ("offline-halfcheetah-cpu", "offline-mujoco-cpu", "offline-mujoco")
         _name,
         f"prefbench.benchmarks.offline_suites:{_name.upper().replace('-', '_')}",
     )
+
+# The language-model suites (prefbench.benchmarks.lm_suites), imported when first named.
+for _name in ("lm-quick", "lm-cpu"):
+    SUITES.register(_name, f"prefbench.benchmarks.lm_suites:{_name.upper().replace('-', '_')}")

@@ -3,7 +3,8 @@
 :func:`evaluate_text` samples one response per held-out prompt and reports, under the
 column names every text record uses:
 
-- ``true_score``: the task's ground truth (mean; ``true_score_std`` its deviation);
+- ``true_return``: the task's ground-truth score (mean; ``true_return_std`` its deviation):
+  the text tasks' true return, a response being an episode;
 - ``learned_score``: the learned reward model's score (mean), where one is given: its
   gap to the ground truth shows over-optimisation;
 - ``kl_per_token``: the Monte-Carlo KL to the reference, ``mean(log pi(y) - log
@@ -23,6 +24,9 @@ import numpy as np
 import torch
 
 from prefbench.agents.lm.policy import CausalLMPolicy, sequence_log_prob
+from prefbench.benchmarks.columns import RM_ACCURACY, TRUE_RETURN, TRUE_RETURN_STD
+from prefbench.benchmarks.run_spec import RunSpec
+from prefbench.envs.seeding import int31_seed
 from prefbench.envs.text_tasks import TextTask
 
 
@@ -62,8 +66,8 @@ def evaluate_text(
     texts = policy.decode(ids)
     true = task.score(prompts, texts)
     out: dict[str, Any] = {
-        "true_score": float(true.mean()),
-        "true_score_std": float(true.std()),
+        TRUE_RETURN: float(true.mean()),
+        TRUE_RETURN_STD: float(true.std()),
         "response_tokens": float(np.mean([len(r) for r in ids])),
         "distinct_1": distinct_n(ids, 1),
         "distinct_2": distinct_n(ids, 2),
@@ -81,3 +85,43 @@ def evaluate_text(
         )
     out["kl_per_token"] = diff / tokens if tokens else float("nan")
     return out
+
+
+#: Held-out prompts per evaluation round.
+EVAL_PROMPTS = 128
+
+
+class TextEvaluator:
+    """Text tasks: :func:`evaluate_text` on held-out prompts, seeded by the round.
+
+    The prompts are the same every round (``test`` split, the run's seed); sampling is
+    seeded by the round, so a resumed run scores as an uninterrupted one. The agent
+    provides ``text_policy()`` and its reward model's ``rm_accuracy`` (on pairs of
+    held-out prompts, measured when it was fit).
+
+    Args:
+        task: The text task.
+        spec: The run.
+    """
+
+    def __init__(self, task: TextTask, spec: RunSpec) -> None:
+        self.task, self.spec = task, spec
+        self.prompts = task.prompts("test", EVAL_PROMPTS, spec.seed)
+
+    def evaluate(self, agent: Any, reward_model: Any, round_index: int) -> dict[str, float]:
+        """See :class:`prefbench.benchmarks.evaluation.Evaluator`."""
+        parts = agent.text_policy()
+        row = evaluate_text(
+            parts["policy"],
+            parts["reference"],
+            self.task,
+            self.prompts,
+            int31_seed(self.spec.seed, f"text_eval{round_index}"),
+            shown=parts["shown"],
+            learned=parts["learned"],
+        )
+        row[RM_ACCURACY] = float(getattr(agent, "rm_accuracy", float("nan")))
+        return row
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -78,6 +78,12 @@ def check_run(spec: RunSpec) -> tuple[Task, AgentSpec]:
             f"task {spec.task!r} needs the {missing} extra: pip install 'prefbench[{missing}]'"
         )
     getattr(task, "check", lambda: None)()  # an offline task's dataset is installed
+    kinds = getattr(agent.cls, "task_kinds", None)
+    if kinds is not None and task.kind not in kinds:
+        raise ValueError(
+            f"agent {spec.agent!r} trains on {'/'.join(kinds)} tasks; {spec.task!r} is a "
+            f"{task.kind} task"
+        )
     agent.configure(spec.agent_overrides(task.id, agent.config))
     if agent.uses_teacher:
         make_teacher(spec.teacher, make_rng(0, "check"))

@@ -196,7 +196,7 @@ def test_evaluation_columns_and_kl(world):
     test = PARITY.prompts("test", 64, 0)
     same = evaluate_text(base, base, PARITY, test, seed=5)
     assert same["kl_per_token"] == pytest.approx(0.0, abs=1e-6)
-    assert same["true_score"] == pytest.approx(_mean_score(base, None, test[:64]))
+    assert same["true_return"] == pytest.approx(_mean_score(base, None, test[:64]))
     assert np.isnan(same["learned_score"]) and 0 < same["distinct_1"] <= 1
     policy = CausalLMPolicy.from_path(path)
     aligner = OfflineAligner(policy, samples, z, AlignConfig(method="dt", updates=30, lr=1e-3))

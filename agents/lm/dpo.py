@@ -142,4 +142,9 @@ class DPO:
         self.updates += 1
         margin = ((logp[:b] - ref[:b]) - (logp[b:] - ref[b:])).detach()
         margin_reward = float(self.config.beta * margin.mean())
-        return {"loss": float(loss.detach()), "reward_margin": margin_reward}
+        return {
+            "loss": float(loss.detach()),
+            "reward_margin": margin_reward,
+            "trained_tokens": float((batch["targets"] != -100).sum()),
+            "sequence_tokens": float(batch["attention_mask"].sum()),
+        }

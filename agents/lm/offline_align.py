@@ -178,4 +178,8 @@ class OfflineAligner:
         self.optimizer.step()
         self.scheduler.step()
         self.updates += 1
-        return {"loss": float(loss.item()), "trained_tokens": float(batch.response_tokens.sum())}
+        return {
+            "loss": float(loss.item()),
+            "trained_tokens": float(batch.response_tokens.sum()),
+            "sequence_tokens": float(batch.attention_mask.sum()),
+        }

@@ -222,6 +222,7 @@ class PPO:
         # Dropout stays off (as trl's): the ratio must compare the same function.
         n = len(prompts)
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_fraction": []}
+        trained = 0
         for _ in range(c.ppo_epochs):
             order = self.rng.permutation(n)
             for start in range(0, n, c.mini_batch_size):
@@ -248,6 +249,7 @@ class PPO:
                 self.optimizer.step()
                 self.updates += 1
                 self.counter.add("train", self.n_policy, int(mb["attention_mask"].sum()))
+                trained += int(m.sum())
                 stats["policy_loss"].append(float(policy_loss.detach()))
                 stats["value_loss"].append(float(value_loss.detach()))
                 clipped = ((ratio - 1).abs() > c.cliprange).float()
@@ -258,5 +260,6 @@ class PPO:
             "score": float(scores.mean()),
             "kl_per_token": float(kl),
             **{k: float(np.mean(v)) for k, v in stats.items()},
+            "trained_tokens": float(trained),
             **self.counter.as_dict(),
         }

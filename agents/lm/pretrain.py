@@ -14,7 +14,8 @@ corpus's hash, the losses, the command, the commit and the wall time. It lives i
 ``<cache>/lm/{task}-{key}``, ``key`` hashing the settings and the corpus, and is built
 in a ``.partial`` folder beside it that holds a resumable checkpoint every
 ``eval_every`` steps and is renamed into place when done: a killed build resumes, and a
-finished folder is never half-written. A lock keeps two builds of one model apart.
+finished folder is never half-written. A lock keeps two builds of one model apart (the
+second waits for the first and uses its model).
 """
 
 from __future__ import annotations
@@ -110,13 +111,18 @@ class Pretrainer:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the model's build lock: a second build of it fails at once."""
+        """Hold the model's build lock, waiting while another process builds it.
+
+        Cells of a suite that share a base model then build it once: the others wait,
+        find it built, and use it.
+        """
         self.partial.mkdir(parents=True, exist_ok=True)
         with open(self.partial / ".lock", "w") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise ValueError(f"another process is building {self.dir}") from exc
+            except BlockingIOError:
+                self.log(f"{self.task.id}: waiting for another process building {self.dir}")
+                fcntl.flock(handle, fcntl.LOCK_EX)
             yield
 
     def build(self, record: dict[str, Any] | None = None) -> Path:

@@ -90,6 +90,8 @@ class OfflineAgent:
 
     Config = OfflineAgentConfig
     uses_teacher = False
+    #: The task kinds the agent trains on (the runner checks before any work).
+    task_kinds = ("offline",)
 
     def __init__(
         self, ctx: RunContext, teacher: Teacher | None, config: OfflineAgentConfig | None = None

@@ -1,0 +1,53 @@
+"""The language-model suites: offline alignment (MLE-filter, RWR, DT) beside DPO and PPO.
+
+``normalized_score`` is 0 for the base model (``lm-sft``) and 1 for PPO (``lm-ppo``) on
+each task, so an offline method's score is its share of PPO's gain in ground-truth score
+over the base model (the issue's 90% target). The budget (``steps``) counts response
+tokens trained on; FLOPs, which differ far more between methods, are in each run's
+``metrics.csv`` (``flops`` and its parts).
+"""
+
+from __future__ import annotations
+
+from prefbench.benchmarks.suites import AgentEntry, Suite
+
+#: The methods trained from preferences.
+METHODS = ("mle-filter", "rwr", "dt", "dpo", "ppo")
+
+
+def lm_agents(label_budgets: tuple[int, ...], overrides: tuple[str, ...] = ()) -> tuple:
+    """The base model, then every method at each label budget."""
+    return (
+        AgentEntry("lm-sft", overrides=overrides),
+        *(AgentEntry(f"lm-{m}", label_budgets=label_budgets, overrides=overrides) for m in METHODS),
+    )
+
+
+#: A smaller sample pool and reward-model fit: every cell in a minute or two on a CPU.
+QUICK = ("prompts=128", "reward.epochs=30")
+
+LM_QUICK = Suite(
+    name="lm-quick",
+    description="minutes on a CPU: digit-parity, its tiny base model, 200 labels, "
+    "SFT, MLE-filter, RWR, DT, DPO, PPO, 2 seeds",
+    tasks=("digit-parity",),
+    agents=lm_agents((200,), QUICK),
+    steps={"*": 200_000},
+    seeds=2,
+    eval_every=50_000,
+    reference_agent="lm-ppo",
+    floor_agent="lm-sft",
+)
+
+LM_CPU = Suite(
+    name="lm-cpu",
+    description="imdb-positive with the small base model built here, 500 labels, every "
+    "method, 3 seeds (about an hour on 2 cores; not yet run)",
+    tasks=("imdb-positive",),
+    agents=lm_agents((500,)),
+    steps={"*": 500_000},
+    seeds=3,
+    eval_every=100_000,
+    reference_agent="lm-ppo",
+    floor_agent="lm-sft",
+)

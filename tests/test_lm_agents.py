@@ -1,0 +1,154 @@
+"""Text agents through the common harness: prefbench train, records, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from prefbench.agents.lm.config import PretrainConfig  # noqa: E402
+from prefbench.agents.lm.pretrain import Pretrainer  # noqa: E402
+from prefbench.benchmarks.cli import main  # noqa: E402
+from prefbench.envs.text_tasks import get_text_task  # noqa: E402
+
+TINY = PretrainConfig(
+    n_layer=1,
+    n_embd=16,
+    n_head=2,
+    n_positions=48,
+    block_size=16,
+    batch_size=8,
+    steps=30,
+    lr=3e-3,
+    warmup_steps=2,
+    eval_every=30,
+    eval_windows=16,
+)
+SMALL = [
+    "--set",
+    "prompts=16",
+    "--set",
+    "samples_per_prompt=2",
+    "--set",
+    "reward.epochs=2",
+    "--set",
+    "reward.test_pairs=20",
+    "--set",
+    "report_every=5",
+]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PREFBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    torch.set_num_threads(1)
+    path = Pretrainer(get_text_task("digit-parity"), TINY, lambda _: None).build()
+    mp.undo()
+    return path
+
+
+def _rows(run_dir):
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("agent", ["lm-mle-filter", "lm-dt", "lm-dpo", "lm-ppo"])
+def test_text_agents_train_and_record(base, tmp_path, agent):
+    extra = ["--set", "ppo.mini_batch_size=4", "--set", "ppo.batch_size=8"]
+    args = [
+        "train",
+        "--task",
+        "digit-parity",
+        "--agent",
+        agent,
+        "--label-budget",
+        "20",
+        "--steps",
+        "400",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "--set",
+        f"base_model={base}",
+        *SMALL,
+        *(extra if agent == "lm-ppo" else []),
+    ]
+    assert main(args) == 0
+    (run_dir,) = tmp_path.iterdir()
+    rows = _rows(run_dir)
+    assert rows[0]["steps"] == "0" and int(rows[-1]["steps"]) == 400
+    last = rows[-1]
+    for column in ("true_return", "kl_per_token", "distinct_1", "flops", "flops_train"):
+        assert column in last and last[column] != "", column
+    assert float(last["flops_train"]) > 0 and float(last["flops"]) >= float(last["flops_train"])
+    assert float(last["kl_per_token"]) != 0.0  # the policy moved away from the reference
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["budget_unit"] == "tokens" and summary["labels_used"] > 0
+    assert (run_dir / "checkpoints" / "model" / "config.json").is_file()
+
+
+def test_sft_is_the_base_model(base, tmp_path):
+    args = [
+        "train",
+        "--task",
+        "digit-parity",
+        "--agent",
+        "lm-sft",
+        "--steps",
+        "100",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "--set",
+        f"base_model={base}",
+    ]
+    assert main(args) == 0
+    (run_dir,) = tmp_path.iterdir()
+    rows = _rows(run_dir)
+    assert [r["steps"] for r in rows] == ["0"]
+    assert float(rows[0]["kl_per_token"]) == 0.0 and float(rows[0]["flops"]) == 0.0
+
+
+def test_bad_text_runs_are_rejected(base, tmp_path, capsys):
+    def run(*args):
+        return main(["train", "--out", str(tmp_path), "--no-progress", *args])
+
+    assert run("--task", "halfcheetah", "--agent", "lm-dt", "--label-budget", "10") == 2
+    assert "trains on text tasks; 'halfcheetah' is a control task" in capsys.readouterr().err
+    assert run("--task", "digit-parity", "--agent", "pref-ppo", "--label-budget", "10") == 2
+    assert "trains on control tasks" in capsys.readouterr().err
+    assert (
+        run(
+            "--task",
+            "digit-parity",
+            "--agent",
+            "lm-dt",
+            "--label-budget",
+            "10",
+            "--set",
+            f"base_model={tmp_path / 'missing'}",
+            "--steps",
+            "10",
+        )
+        == 2
+    )
+    assert "no config.json" in capsys.readouterr().err
+    assert (
+        run(
+            "--task",
+            "digit-parity",
+            "--agent",
+            "lm-dt",
+            "--label-budget",
+            "10",
+            "--set",
+            "method=magic",
+        )
+        == 2
+    )
+    assert "method must be one of" in capsys.readouterr().err
