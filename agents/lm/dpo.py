@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prefbench.agents.lm.offline_align import warmup_scheduler
 from prefbench.agents.lm.policy import CausalLMPolicy, TokenBatch, sequence_log_prob
 from prefbench.agents.lm.samples import TextSamples
 from prefbench.envs.seeding import make_torch_generator
@@ -107,10 +108,7 @@ class DPO:
         self.generator = make_torch_generator(config.seed, "lm_dpo")
         model = policy.models[0]
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-        warm = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda i: min((i + 1) / warm, 1.0) if warm else 1.0
-        )
+        self.scheduler = warmup_scheduler(self.optimizer, config.warmup_steps)
         self.updates = 0
 
     def _batch(self, rows: np.ndarray) -> TokenBatch:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,6 +100,13 @@ class AlignConfig:
             raise ValueError("; ".join(problems))
 
 
+def warmup_scheduler(optimizer: torch.optim.Optimizer, steps: int) -> Any:
+    """Learning rate ``lr * min((i + 1) / steps, 1)`` at update ``i`` (constant for 0 steps)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: min((i + 1) / steps, 1.0) if steps else 1.0
+    )
+
+
 class OfflineAligner:
     """Fine-tunes ``policy`` (its first model) on ``samples`` scored ``z``.
 
@@ -139,10 +147,7 @@ class OfflineAligner:
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
-        warm = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda i: min((i + 1) / warm, 1.0) if warm else 1.0
-        )
+        self.scheduler = warmup_scheduler(self.optimizer, config.warmup_steps)
         self.updates = 0
 
     def training_prompts(self) -> list[str]:

@@ -59,13 +59,16 @@ def corpus_digest(texts: Sequence[str]) -> str:
     return h.hexdigest()[:12]
 
 
-def model_dir(task: TextTask, config: PretrainConfig) -> Path:
-    """Where the base model of ``task`` with ``config`` lives (built or not)."""
+def model_dir(task: TextTask, config: PretrainConfig, corpus: str | None = None) -> Path:
+    """Where the base model of ``task`` with ``config`` lives (built or not).
+
+    ``corpus`` is the train corpus's :func:`corpus_digest` (computed when not given).
+    """
     settings = {
         "format": FORMAT,
         "task": task.id,
         "tokenizer": [task.tokenizer, task.vocab_size],
-        "corpus": corpus_digest(task.corpus("train")),
+        "corpus": corpus or corpus_digest(task.corpus("train")),
         "config": asdict(config),
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
@@ -106,7 +109,8 @@ class Pretrainer:
         self.task = task
         self.config = config
         self.log = log
-        self.dir = model_dir(task, config)
+        self.corpus = corpus_digest(task.corpus("train"))
+        self.dir = model_dir(task, config, self.corpus)
         self.partial = self.dir.with_name(self.dir.name + ".partial")
 
     @contextmanager
@@ -232,7 +236,7 @@ class Pretrainer:
                 "format": FORMAT,
                 "task": self.task.info,
                 "config": asdict(c),
-                "corpus": corpus_digest(self.task.corpus("train")),
+                "corpus": self.corpus,
                 "train_tokens": len(train),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "vocab_size": len(tok),
