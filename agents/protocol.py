@@ -285,6 +285,7 @@ for _method, _what in (
     ("dt", "reward-conditioned fine-tuning (Decision Transformer alignment)"),
     ("dpo", "direct preference optimisation on the labelled pairs"),
     ("ppo", "PPO on the learned reward with a KL penalty"),
+    ("best-of-n", "the best of n base-model samples by the learned reward"),
 ):
     _const = _method.upper().replace("-", "_") + ("_AGENT" if _method in ("dpo", "ppo") else "")
     register_agent(

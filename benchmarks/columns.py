@@ -40,6 +40,35 @@ TRAIN_TIME = "train_time"
 AGENT = "agent"
 AGENT_NAME = "agent_name"
 
+# Text tasks (prefbench.benchmarks.text_evaluation and the text agents' compute count).
+LEARNED_SCORE = "learned_score"
+KL_PER_TOKEN = "kl_per_token"
+DISTINCT_1 = "distinct_1"
+DISTINCT_2 = "distinct_2"
+FLOPS = "flops"
+CONDITION_SPEARMAN = "condition_spearman"
+#: Conditioning values (in labelled-sample standard deviations) a conditioned text policy
+#: is scored at: the training range and the +5 of the offline-RLHF authors' code.
+CONDITIONS = (-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 5.0)
+
+
+def condition_column(value: float) -> str:
+    """``true_return_z+2``: the true return of a conditioned policy at condition ``value``."""
+    return f"true_return_z{value:+g}"
+
+
+#: The text columns a language-model suite copies from ``metrics.csv`` into its records.
+TEXT_RECORD_METRICS = (
+    LEARNED_SCORE,
+    KL_PER_TOKEN,
+    DISTINCT_1,
+    DISTINCT_2,
+    FLOPS,
+    *(f"{FLOPS}_{kind}" for kind in ("generate", "score", "train")),
+    CONDITION_SPEARMAN,
+    *(condition_column(v) for v in CONDITIONS),
+)
+
 #: Columns of every ``metrics.csv`` row; agents' own metrics (losses...) follow them.
 METRIC_COLUMNS = (
     STEPS,

@@ -9,10 +9,11 @@ tokens trained on; FLOPs, which differ far more between methods, are in each run
 
 from __future__ import annotations
 
+from prefbench.benchmarks.columns import TEXT_RECORD_METRICS
 from prefbench.benchmarks.suites import AgentEntry, Suite
 
 #: The methods trained from preferences.
-METHODS = ("mle-filter", "rwr", "dt", "dpo", "ppo")
+METHODS = ("mle-filter", "rwr", "dt", "dpo", "ppo", "best-of-n")
 
 
 def lm_agents(label_budgets: tuple[int, ...], overrides: tuple[str, ...] = ()) -> tuple:
@@ -29,7 +30,7 @@ QUICK = ("prompts=128", "reward.epochs=30")
 LM_QUICK = Suite(
     name="lm-quick",
     description="minutes on a CPU: digit-parity, its tiny base model, 200 labels, "
-    "SFT, MLE-filter, RWR, DT, DPO, PPO, 2 seeds",
+    "SFT, MLE-filter, RWR, DT, DPO, PPO, best-of-16, 2 seeds",
     tasks=("digit-parity",),
     agents=lm_agents((200,), QUICK),
     steps={"*": 200_000},
@@ -37,6 +38,7 @@ LM_QUICK = Suite(
     eval_every=50_000,
     reference_agent="lm-ppo",
     floor_agent="lm-sft",
+    record_metrics=TEXT_RECORD_METRICS,
 )
 
 LM_CPU = Suite(
@@ -50,4 +52,5 @@ LM_CPU = Suite(
     eval_every=100_000,
     reference_agent="lm-ppo",
     floor_agent="lm-sft",
+    record_metrics=TEXT_RECORD_METRICS,
 )

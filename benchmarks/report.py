@@ -11,7 +11,8 @@ Aggregates are pure functions of the records:
 
 Outputs: ``report.md`` (Markdown), ``report.tex`` (LaTeX tabulars), ``curves_<task>.png``
 (true return over steps, mean and 95% CI band per agent) and ``labels_<task>.png``
-(normalised final score against label budget).
+(normalised final score against label budget); for text suites also the method table,
+frontier, compute and conditioning plots of :mod:`prefbench.benchmarks.lm_report`.
 """
 
 from __future__ import annotations
@@ -281,7 +282,11 @@ def _plot_over_steps(
 
 
 #: The x axis of a task kind's curves: its budget unit.
-_BUDGET_LABELS = {"control": "environment steps", "offline": "gradient updates"}
+_BUDGET_LABELS = {
+    "control": "environment steps",
+    "offline": "gradient updates",
+    "text": "response tokens trained on",
+}
 
 
 def _budget_label(task: str) -> str:
@@ -383,6 +388,13 @@ def write_report(results: Path) -> str:
     tables = make_tables(records)
     suite = json.loads((results / "suite.json").read_text())
     markdown = to_markdown(tables, _suite_score(suite))
+    from prefbench.benchmarks import lm_report
+
+    if lm_report.is_text(records):
+        ref, floor = _suite_agents(suite)
+        text = lm_report.text_table(records, ref, floor)
+        markdown += "\n" + lm_report.to_markdown(text, lm_report.condition_table(records), ref)
+        lm_report.plot_text(records, results)
     header = f"# {suite['suite']} (suite version {suite['version']})\n\n"
     for name, text in (("report.md", header + markdown), ("report.tex", to_latex(tables))):
         write_text(results / name, text)
@@ -390,6 +402,17 @@ def write_report(results: Path) -> str:
     plot_accuracy(records, results)
     plot_labels(records, results)
     return markdown
+
+
+def _suite_agents(marker: dict[str, Any]) -> tuple[str, str]:
+    """The registered suite's ``(reference_agent, floor_agent)``; the LM suites' otherwise."""
+    from prefbench.benchmarks.suites import SUITES
+
+    try:
+        suite = SUITES.get(str(marker.get("suite")))
+    except (ValueError, TypeError, ImportError):
+        return "lm-ppo", "lm-sft"
+    return suite.reference_agent, suite.floor_agent
 
 
 def _suite_score(marker: dict[str, Any]) -> str:

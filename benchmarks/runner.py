@@ -295,16 +295,18 @@ def build_records(out: Path, suite: Suite, cells: Iterable[Cell]) -> pd.DataFram
                     RM_ACCURACY: float(rec[RM_ACCURACY]),
                     WALL_TIME: float(rec[WALL_TIME]),
                     **{k: vers.get(k, "") for k in VERSION_COLUMNS},
+                    **{k: float(rec.get(k, math.nan)) for k in suite.record_metrics},
                 }
             )
-    frame = pd.DataFrame(rows, columns=[c for c in RECORD_COLUMNS if c != "normalized_score"])
+    columns = [*RECORD_COLUMNS, *suite.record_metrics]
+    frame = pd.DataFrame(rows, columns=[c for c in columns if c != "normalized_score"])
     if suite.score == "d4rl":
         frame["normalized_score"] = frame[D4RL_SCORE] / 100.0
     else:
         frame["normalized_score"] = normalized_scores(
             frame, suite.reference_agent, suite.floor_agent
         )
-    return frame[list(RECORD_COLUMNS)]
+    return frame[columns]
 
 
 def final_rows(records: pd.DataFrame) -> pd.DataFrame:

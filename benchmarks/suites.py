@@ -127,6 +127,8 @@ class Suite:
         score: How ``normalized_score`` is made: ``reference`` (0 the floor agent, 1 the
             reference agent, per task) or ``d4rl`` (offline tasks: the dataset's D4RL
             score / 100, 0 a random policy, 1 its expert).
+        record_metrics: Further ``metrics.csv`` columns copied into every record (NaN
+            where a run lacks one), e.g. the text track's ``kl_per_token`` and ``flops``.
     """
 
     name: str
@@ -144,6 +146,7 @@ class Suite:
     reference_agent: str = "ppo"
     floor_agent: str = "random"
     score: str = "reference"
+    record_metrics: tuple[str, ...] = ()
 
     def steps_for(self, task: str) -> int:
         """Step budget of ``task``."""

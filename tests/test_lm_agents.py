@@ -13,6 +13,8 @@ pytest.importorskip("transformers")
 from prefbench.agents.lm.config import PretrainConfig  # noqa: E402
 from prefbench.agents.lm.pretrain import Pretrainer  # noqa: E402
 from prefbench.benchmarks.cli import main  # noqa: E402
+from prefbench.benchmarks.columns import CONDITIONS, condition_column  # noqa: E402
+from prefbench.benchmarks.text_evaluation import best_of_n_kl  # noqa: E402
 from prefbench.envs.text_tasks import get_text_task  # noqa: E402
 
 TINY = PretrainConfig(
@@ -87,6 +89,10 @@ def test_text_agents_train_and_record(base, tmp_path, agent):
         assert column in last and last[column] != "", column
     assert float(last["flops_train"]) > 0 and float(last["flops"]) >= float(last["flops_train"])
     assert float(last["kl_per_token"]) != 0.0  # the policy moved away from the reference
+    if agent == "lm-dt":  # scored at every conditioning value, with their rank correlation
+        for value in CONDITIONS:
+            assert last[condition_column(value)] != "", value
+        assert "condition_spearman" in last
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["budget_unit"] == "tokens" and summary["labels_used"] > 0
     assert (run_dir / "checkpoints" / "model" / "config.json").is_file()
@@ -112,6 +118,36 @@ def test_sft_is_the_base_model(base, tmp_path):
     rows = _rows(run_dir)
     assert [r["steps"] for r in rows] == ["0"]
     assert float(rows[0]["kl_per_token"]) == 0.0 and float(rows[0]["flops"]) == 0.0
+
+
+def test_best_of_n_trains_nothing_and_pays_its_analytic_kl(base, tmp_path):
+    args = [
+        "train",
+        "--task",
+        "digit-parity",
+        "--agent",
+        "lm-best-of-n",
+        "--label-budget",
+        "20",
+        "--steps",
+        "100",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "--set",
+        f"base_model={base}",
+        "--set",
+        "best_of=4",
+        *SMALL,
+    ]
+    assert main(args) == 0
+    (run_dir,) = tmp_path.iterdir()
+    (row,) = _rows(run_dir)
+    assert float(row["flops_train"]) == 0.0 and float(row["flops_score"]) > 0
+    # KL per token = (log n - (n-1)/n) per response / mean response length
+    per_token = best_of_n_kl(4) / float(row["response_tokens"])
+    assert float(row["kl_per_token"]) == pytest.approx(per_token)
+    assert float(row["learned_score"]) == float(row["learned_score"])  # scored, not NaN
 
 
 def test_bad_text_runs_are_rejected(base, tmp_path, capsys):

@@ -10,7 +10,9 @@
 4. *train* until ``budget`` response tokens are trained on (``steps`` counts them):
    ``mle-filter``, ``rwr`` and ``dt`` on the samples (:mod:`.offline_align`), ``dpo`` on
    the pairs (:mod:`.dpo`), ``ppo`` online on the learned reward (:mod:`.ppo`); ``sft``
-   trains nothing (the base model as it is).
+   trains nothing (the base model as it is), nor does ``best-of-n``, which answers with
+   the best of ``best_of`` base-model samples by the learned reward (its cost is at
+   inference: ``best_of`` generations and scorings per prompt, not in its FLOPs).
 
 Every FLOP is counted (sampling, labelling, scoring, training) and reported with the
 metrics. The evaluator of text tasks acts through :meth:`TextAgent.text_policy`.
@@ -50,7 +52,7 @@ from prefbench.envs.seeding import make_rng
 from prefbench.envs.teachers import Teacher
 from prefbench.envs.text_tasks import TextTask
 
-METHODS = ("sft", "mle-filter", "rwr", "dt", "dpo", "ppo")
+METHODS = ("sft", "mle-filter", "rwr", "dt", "dpo", "ppo", "best-of-n")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class TextAgentConfig:
         samples_per_prompt: Responses per prompt.
         temperature: Sampling temperature of the pool (and of PPO's rollouts).
         report_every: Updates (PPO: iterations) between progress reports.
+        best_of: ``best-of-n``'s samples per prompt at inference.
         reward: The text reward model.
         align: MLE-filter, RWR and DT settings (``align.method`` follows ``method``).
         dpo: DPO settings.
@@ -76,6 +79,7 @@ class TextAgentConfig:
     samples_per_prompt: int = 4
     temperature: float = 1.0
     report_every: int = 50
+    best_of: int = 16
     reward: TextRewardConfig = field(default_factory=TextRewardConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
@@ -86,6 +90,8 @@ class TextAgentConfig:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.prompts < 1 or self.samples_per_prompt < 2 or self.report_every < 1:
             raise ValueError("need prompts >= 1, samples_per_prompt >= 2, report_every >= 1")
+        if self.best_of < 2:
+            raise ValueError(f"best_of must be >= 2, got {self.best_of}")
         if not self.temperature > 0:
             raise ValueError("temperature must be > 0")
 
@@ -198,6 +204,8 @@ class TextAgent:
         self.counter.add("score", n_rm, self._tokens(samples))
         self.reference_scores = reference = learned[self.reward.labelled]
         metrics.update(self.reward.metrics)
+        if cfg.method == "best-of-n":
+            return {**metrics, **self.counter.as_dict()}
         if cfg.method == "ppo":
             score = response_scorer(self.reward.model, self.policy, reference)
             self.trainer = PPO(
@@ -224,7 +232,10 @@ class TextAgent:
 
     # ------------------------------------------------------------------ acting
     def text_policy(self) -> dict[str, Any]:
-        """What the evaluator needs: ``policy``, ``reference``, ``shown`` and ``learned``."""
+        """What the evaluator needs: ``policy``, ``reference``, ``shown`` and ``learned``.
+
+        Also ``best_of`` (``best-of-n``) and ``conditioned`` (``dt``: condition -> shown).
+        """
         if self.policy is None or self.reference is None:
             raise RuntimeError("the agent has not been prepared (call learn first)")
         shown = (
@@ -236,12 +247,18 @@ class TextAgent:
         if self.reward is not None:
             # z-scored like the samples, so a learned score of 1 is one labelled-sample sd.
             learned = response_scorer(self.reward.model, self.policy, self.reference_scores)
-        return {
+        parts: dict[str, Any] = {
             "policy": self.policy,
             "reference": self.reference,
             "shown": shown,
             "learned": learned,
         }
+        if self.config.method == "best-of-n":
+            parts["best_of"] = self.config.best_of
+        if isinstance(self.trainer, OfflineAligner) and self.trainer.config.method == "dt":
+            aligner = self.trainer
+            parts["conditioned"] = lambda c: lambda p: aligner.generation_prompt(p, c)
+        return parts
 
     def predict(self, obs: np.ndarray) -> np.ndarray:
         """Text agents act through :meth:`text_policy`."""
@@ -272,4 +289,4 @@ def _spec(method: str) -> AgentSpec:
 
 
 # Registered in prefbench.agents.protocol by these names (lm-sft, lm-dt, ...).
-SFT, MLE_FILTER, RWR, DT, DPO_AGENT, PPO_AGENT = (_spec(m) for m in METHODS)
+SFT, MLE_FILTER, RWR, DT, DPO_AGENT, PPO_AGENT, BEST_OF_N = (_spec(m) for m in METHODS)
