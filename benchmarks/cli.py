@@ -3,7 +3,7 @@
 ``prefbench run SUITE``: every cell of a suite, then the results table;
 ``prefbench report DIR``: tables and plots of a results folder; ``prefbench train``: one
 run; ``prefbench list tasks|agents|teachers|suites|presets``: what is registered;
-``prefbench perf reward-model|frames|offline|overhead``: throughput and overhead figures;
+``prefbench perf reward-model|frames|offline|lm|overhead``: throughput and overhead figures;
 ``prefbench data make|list``: offline datasets; ``prefbench lm pretrain``: a text task's
 base model. Bad input ends
 with a one-line ``prefbench: error: ...`` and exit status 2.
@@ -125,6 +125,9 @@ def _build_parser() -> argparse.ArgumentParser:
     of.add_argument("--act-dim", type=int, default=6)
     of.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     of.add_argument("--device", default="cpu")
+    from prefbench.benchmarks.lm_perf import add_parser as add_lm_perf
+
+    add_lm_perf(psub)
     ov = psub.add_parser("overhead", help="training time of a preference agent over its baseline")
     ov.add_argument("--task", default="halfcheetah")
     ov.add_argument("--agent", default=DEFAULT_AGENT, help="the preference agent")
@@ -365,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
                 perf.bn_calibration(args)
             elif args.perf == "offline":
                 perf.offline_throughput(args)
+            elif args.perf == "lm":
+                from prefbench.benchmarks.lm_perf import lm_throughput
+
+                lm_throughput(args)
             else:
                 perf.overhead(args)
     except (UnknownIdError, ConfigError, CheckpointError, ValueError, TypeError) as exc:

@@ -188,3 +188,17 @@ def test_bad_text_runs_are_rejected(base, tmp_path, capsys):
         == 2
     )
     assert "method must be one of" in capsys.readouterr().err
+
+
+def test_perf_lm_prints_generation_and_training_rates(base, capsys):
+    common = ["perf", "lm", "--task", "digit-parity", "--model", str(base), "--threads", "1"]
+    small = ["--prompts", "8", "--batch", "8", "--single", "2", "--new-tokens", "4"]
+    assert main([*common, *small, "--train-batch", "4", "--train-steps", "2", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "fp32" in out and "gradient checkpointing off" in out
+    for line in ("prompts per call:", "one prompt per call:", "batched / one at a time:"):
+        assert line in out
+    assert "sequences per step:" in out and "GFLOP/s" in out
+    assert main([*common, "--batch", "0"]) == 2
+    assert "--batch must be >= 1" in capsys.readouterr().err
+    assert main([*common, "--model", str(base.parent / "missing")]) == 2
