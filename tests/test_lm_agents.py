@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -202,3 +203,49 @@ def test_perf_lm_prints_generation_and_training_rates(base, capsys):
     assert main([*common, "--batch", "0"]) == 2
     assert "--batch must be >= 1" in capsys.readouterr().err
     assert main([*common, "--model", str(base.parent / "missing")]) == 2
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("agent", ["lm-dt", "lm-dpo", "lm-ppo"])
+def test_interrupted_text_run_resumes_exactly(base, tmp_path, agent):
+    from prefbench.benchmarks.run_spec import RunSpec, TrainConfig
+    from prefbench.benchmarks.train import train
+
+    sets = [a for a in SMALL if a != "--set"] + [f"base_model={base}", "report_every=1"]
+    if agent == "lm-ppo":
+        sets += ["ppo.mini_batch_size=4", "ppo.batch_size=8"]
+
+    def cfg(out):
+        spec = RunSpec(
+            task="digit-parity",
+            agent=agent,
+            label_budget=20,
+            steps=2400,
+            eval_every=800,
+            overrides=tuple(sets),
+        )
+        return TrainConfig(spec, out=out, threads=1, progress=False)
+
+    def stop(step):
+        if step >= 1200:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(cfg(tmp_path / "cut"), on_progress=stop)
+    (run,) = (tmp_path / "cut").iterdir()
+    before = pd.read_csv(run / "metrics.csv")
+    assert len(before) == 2 and (run / "resume" / "latest").is_file()
+    summary = train(cfg(tmp_path / "cut"))
+    assert summary["steps"] == 2400
+    resumed_at = json.loads((run / "config.json").read_text())["resumed_at"]
+    assert resumed_at == [int(before["steps"].iloc[1])]
+    resumed = pd.read_csv(run / "metrics.csv")
+    whole = pd.read_csv(f"{train(cfg(tmp_path / 'whole'))['run_dir']}/metrics.csv")
+    # The policy, trainer, counters and evaluation streams resume exactly.
+    timing = ["wall_time", "train_time"]
+    pd.testing.assert_frame_equal(
+        resumed.drop(columns=timing), whole.drop(columns=timing), check_dtype=False
+    )

@@ -21,6 +21,8 @@ metrics. The evaluator of text tasks acts through :meth:`TextAgent.text_policy`.
 from __future__ import annotations
 
 import math
+import pickle
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,9 +50,13 @@ from prefbench.agents.lm.text_reward import (
     zscore,
 )
 from prefbench.agents.protocol import AgentSpec, Reporter, RunContext
+from prefbench.envs.data import CheckpointError
 from prefbench.envs.seeding import make_rng
 from prefbench.envs.teachers import Teacher
 from prefbench.envs.text_tasks import TextTask
+
+#: Bumped when :meth:`TextAgent.save_state` changes what it writes.
+STATE_FORMAT = 1
 
 METHODS = ("sft", "mle-filter", "rwr", "dt", "dpo", "ppo", "best-of-n")
 
@@ -127,21 +133,26 @@ class TextAgent:
         self.trainer: Any = None
         self.reference_scores = np.zeros(1)
         self.n_policy = 0
+        # Progress of the training loop: response tokens trained on, updates (PPO:
+        # iterations) done, and whether load_state restored them.
+        self.trained, self.n_updates, self.resumed = 0, 0, False
 
     # ----------------------------------------------------------------- the loop
     def learn(self, reporter: Reporter) -> None:
-        """Prepare, then train for the budget (module docstring)."""
-        metrics = self._prepare()
-        reporter.report(0, labels_used=self.labels_used, metrics=metrics)
+        """Prepare (unless resumed), then train for the budget (module docstring)."""
+        if not self.resumed:
+            metrics = self._prepare()
+            reporter.report(0, labels_used=self.labels_used, metrics=metrics)
         if self.trainer is None:
             return
-        total, trained, n, step = self.ctx.budget.amount, 0, 0, 0
+        total = self.ctx.budget.amount
+        step = min(self.trained, total)
         while step < total:
             metrics = self.trainer.iteration() if isinstance(self.trainer, PPO) else self._update()
-            trained += int(metrics.pop("trained_tokens"))  # response tokens: the budget unit
-            n += 1
-            step = min(trained, total)
-            if n % self.config.report_every == 0 or step >= total:
+            self.trained += int(metrics.pop("trained_tokens"))  # response tokens: the budget
+            self.n_updates += 1
+            step = min(self.trained, total)
+            if self.n_updates % self.config.report_every == 0 or step >= total:
                 reporter.report(
                     step,
                     labels_used=self.labels_used,
@@ -275,6 +286,57 @@ class TextAgent:
             {"counter": self.counter.as_dict(), "labels": self.labels_used},
             directory / "text_agent.pt",
         )
+
+    def save_state(self, directory: Path) -> None:
+        """What continuing needs: the policy's weights, the trainer's and loop's state.
+
+        The sample pool and reward model are not saved: :meth:`load_state` rebuilds
+        them from the seed (the same numbers, at the cost of sampling and fitting again).
+        """
+        state: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "method": self.config.method,
+            "trained": self.trained,
+            "n_updates": self.n_updates,
+            "labels": self.labels_used,
+            "flops": dict(self.counter.flops),
+            "tokens": dict(self.counter.tokens),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.trainer is not None and self.policy is not None:
+            state["model"] = self.policy.models[0].state_dict()
+            state["trainer"] = self.trainer.state_dict()
+        torch.save(state, directory / "text_state.pt")
+
+    def load_state(self, directory: Path) -> int:
+        """Restore what :meth:`save_state` wrote; returns the response tokens trained on.
+
+        Raises:
+            CheckpointError: If the state is missing, of another format or method, or does
+                not fit the model.
+        """
+        try:
+            state = torch.load(directory / "text_state.pt", map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise CheckpointError(f"cannot read text agent state in {directory}: {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{directory} holds no prefbench text agent state")
+        if state.get("method") != self.config.method:
+            raise CheckpointError(f"{directory} holds a {state.get('method')!r} state")
+        self._prepare()
+        try:
+            if self.trainer is not None:
+                assert self.policy is not None
+                self.policy.models[0].load_state_dict(state["model"])
+                self.trainer.load_state_dict(state["trainer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"cannot restore the text agent from {directory}: {exc}") from exc
+        self.counter.flops, self.counter.tokens = Counter(state["flops"]), Counter(state["tokens"])
+        self.trained, self.n_updates = int(state["trained"]), int(state["n_updates"])
+        self.labels_used = int(state["labels"])
+        torch.set_rng_state(state["torch_rng"])
+        self.resumed = True
+        return min(self.trained, self.ctx.budget.amount)
 
 
 class PrefTextAgent(TextAgent):

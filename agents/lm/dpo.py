@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prefbench.agents.lm.offline_align import warmup_scheduler
+from prefbench.agents.lm.offline_align import StepState, warmup_scheduler
 from prefbench.agents.lm.policy import CausalLMPolicy, TokenBatch, sequence_log_prob
 from prefbench.agents.lm.samples import TextSamples
 from prefbench.envs.seeding import make_torch_generator
@@ -82,7 +82,7 @@ def decided_pairs(pairs: np.ndarray, prefs: np.ndarray) -> np.ndarray:
     return ordered.astype(np.int64)
 
 
-class DPO:
+class DPO(StepState):
     """Trains ``policy``'s first model with DPO against a frozen ``reference``.
 
     Args:

@@ -107,7 +107,36 @@ def warmup_scheduler(optimizer: torch.optim.Optimizer, steps: int) -> Any:
     )
 
 
-class OfflineAligner:
+class StepState:
+    """``state_dict``/``load_state_dict`` of a supervised-style text trainer.
+
+    What continuing needs besides the policy's weights: the optimiser, the warm-up
+    scheduler, the minibatch generator and the update count.
+    """
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generator: torch.Generator
+    updates: int
+
+    def state_dict(self) -> dict[str, Any]:
+        """The trainer's state (tensors and plain values, for ``torch.save``)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.updates = int(state["updates"])
+
+
+class OfflineAligner(StepState):
     """Fine-tunes ``policy`` (its first model) on ``samples`` scored ``z``.
 
     Args:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -186,6 +187,23 @@ class PPO:
         self.rng = make_rng(config.seed, "ppo")
         self.updates = 0
         self.iterations = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """What continuing needs besides the policy's weights (for ``torch.save``)."""
+        return {
+            "value_head": self.value_head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "updates": self.updates,
+            "iterations": self.iterations,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["rng"]
+        self.updates, self.iterations = int(state["updates"]), int(state["iterations"])
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logp, hidden = token_log_probs(self.policy.models[0], batch, hidden=True)
