@@ -11,26 +11,15 @@ import torch
 
 pytest.importorskip("transformers")
 
-from prefbench.agents.lm.config import PretrainConfig  # noqa: E402
+from lm_tiny import tiny_config  # noqa: E402
+
 from prefbench.agents.lm.pretrain import Pretrainer  # noqa: E402
 from prefbench.benchmarks.cli import main  # noqa: E402
 from prefbench.benchmarks.columns import CONDITIONS, condition_column  # noqa: E402
 from prefbench.benchmarks.text_evaluation import best_of_n_kl  # noqa: E402
 from prefbench.envs.text_tasks import get_text_task  # noqa: E402
 
-TINY = PretrainConfig(
-    n_layer=1,
-    n_embd=16,
-    n_head=2,
-    n_positions=48,
-    block_size=16,
-    batch_size=8,
-    steps=30,
-    lr=3e-3,
-    warmup_steps=2,
-    eval_every=30,
-    eval_windows=16,
-)
+TINY = tiny_config(n_positions=48, steps=30, eval_every=30)
 SMALL = [
     "--set",
     "prompts=16",

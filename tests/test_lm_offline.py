@@ -8,7 +8,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from prefbench.agents.lm.config import PretrainConfig  # noqa: E402
+from lm_tiny import tiny_config  # noqa: E402
+
 from prefbench.agents.lm.offline_align import (  # noqa: E402
     AlignConfig,
     OfflineAligner,
@@ -37,15 +38,13 @@ from prefbench.envs.teachers import make_teacher  # noqa: E402
 from prefbench.envs.text_tasks import get_text_task  # noqa: E402
 
 PARITY = get_text_task("digit-parity")
-BASE = PretrainConfig(
+BASE = tiny_config(
     n_layer=2,
     n_embd=32,
-    n_head=2,
     n_positions=48,
     block_size=32,
     batch_size=16,
     steps=150,
-    lr=3e-3,
     warmup_steps=10,
     eval_every=50,
     eval_windows=32,

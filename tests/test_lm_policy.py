@@ -7,7 +7,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from prefbench.agents.lm.config import PretrainConfig  # noqa: E402
+from lm_tiny import tiny_config  # noqa: E402
+
 from prefbench.agents.lm.policy import (  # noqa: E402
     IGNORE,
     CausalLMPolicy,
@@ -21,19 +22,7 @@ from prefbench.envs.data import CheckpointError  # noqa: E402
 from prefbench.envs.text_tasks import get_text_task  # noqa: E402
 
 PARITY = get_text_task("digit-parity")
-TINY = PretrainConfig(
-    n_layer=1,
-    n_embd=16,
-    n_head=2,
-    n_positions=32,
-    block_size=16,
-    batch_size=8,
-    steps=10,
-    lr=3e-3,
-    warmup_steps=2,
-    eval_every=10,
-    eval_windows=16,
-)
+TINY = tiny_config(steps=10)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ import torch
 
 pytest.importorskip("transformers")
 
+from lm_tiny import tiny_config  # noqa: E402
+
 from prefbench.agents.lm.config import PretrainConfig, default_config  # noqa: E402
 from prefbench.agents.lm.pretrain import Pretrainer, model_dir, read_info  # noqa: E402
 from prefbench.agents.lm.tokenizer import BYTE_VOCAB, EOS, train_tokenizer  # noqa: E402
@@ -17,19 +19,7 @@ from prefbench.envs.data import CheckpointError  # noqa: E402
 from prefbench.envs.text_tasks import get_text_task  # noqa: E402
 
 PARITY = get_text_task("digit-parity")
-TINY = PretrainConfig(
-    n_layer=1,
-    n_embd=16,
-    n_head=2,
-    n_positions=32,
-    block_size=16,
-    batch_size=8,
-    steps=20,
-    lr=3e-3,
-    warmup_steps=2,
-    eval_every=10,
-    eval_windows=16,
-)
+TINY = tiny_config()
 
 
 @pytest.fixture(autouse=True)
