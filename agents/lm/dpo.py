@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prefbench.agents.lm.offline_align import StepState, warmup_scheduler
+from prefbench.agents.lm.offline_align import StepState
 from prefbench.agents.lm.policy import CausalLMPolicy, TokenBatch, sequence_log_prob
 from prefbench.agents.lm.samples import TextSamples
+from prefbench.agents.offline.objectives import warmup_scheduler
 from prefbench.envs.seeding import make_torch_generator
 
 

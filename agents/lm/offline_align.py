@@ -30,7 +30,7 @@ import torch
 
 from prefbench.agents.lm.policy import CausalLMPolicy
 from prefbench.agents.lm.samples import TextSamples
-from prefbench.agents.offline.objectives import rwr_weights, weighted_nll
+from prefbench.agents.offline.objectives import rwr_weights, warmup_scheduler, weighted_nll
 from prefbench.envs.seeding import make_torch_generator
 
 METHODS = ("mle-filter", "rwr", "dt")
@@ -98,13 +98,6 @@ class AlignConfig:
             problems.append("condition and filter_threshold must be finite")
         if problems:
             raise ValueError("; ".join(problems))
-
-
-def warmup_scheduler(optimizer: torch.optim.Optimizer, steps: int) -> Any:
-    """Learning rate ``lr * min((i + 1) / steps, 1)`` at update ``i`` (constant for 0 steps)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: min((i + 1) / steps, 1.0) if steps else 1.0
-    )
 
 
 class StepState:

@@ -41,6 +41,7 @@ from torch import nn
 
 from prefbench.agents.device import resolve_device
 from prefbench.agents.offline.dt_policy import DTPolicy
+from prefbench.agents.offline.objectives import warmup_scheduler
 from prefbench.agents.offline.transformer import CausalTransformer, set_dropout_generator
 from prefbench.envs.episodes import Episodes
 from prefbench.envs.seeding import make_torch_generator, stream_seed
@@ -229,10 +230,6 @@ def window_steps(
     return torch.where(mask, steps, -1), mask
 
 
-def _warmup(warmup_steps: int, step: int) -> float:
-    return min((step + 1) / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
-
-
 class DecisionTransformer:
     """Decision Transformer learners for ``S`` seeds on one dataset.
 
@@ -315,10 +312,7 @@ class DecisionTransformer:
             torch.optim.AdamW(m.parameters(), lr=config.lr, weight_decay=config.weight_decay)
             for m in self.models
         ]
-        self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _warmup(config.warmup_steps, i))
-            for opt in self.optimizers
-        ]
+        self.schedulers = [warmup_scheduler(opt, config.warmup_steps) for opt in self.optimizers]
         self.updates = 0
 
     @property

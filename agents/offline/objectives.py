@@ -13,13 +13,15 @@ trained side by side), ``B`` samples per seed, ``n`` scored items (episodes or s
 * Implicit Q-learning (Kostrikov et al. 2021) fits a value function by expectile
   regression (:func:`expectile_loss`) and the policy by advantage-weighted likelihood
   (:func:`advantage_weights`).
+
+:func:`warmup_scheduler` is the linear learning-rate warm-up the sequence learners share.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -201,3 +203,10 @@ def td_target(
     """
     alive = 1.0 - terminations.to(rewards.dtype)
     return rewards + discount * alive * next_values.detach()
+
+
+def warmup_scheduler(optimizer: torch.optim.Optimizer, steps: int) -> Any:
+    """Learning rate ``lr * min((i + 1) / steps, 1)`` at update ``i`` (constant for 0 steps)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: min((i + 1) / steps, 1.0) if steps > 0 else 1.0
+    )
