@@ -52,6 +52,14 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start one)")
     r.add_argument("--out", type=Path, default=None, help="results folder (default: runs/SUITE)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every agent of the suite (cells get their own folders)",
+    )
 
     rep = sub.add_parser("report", help="tables (Markdown, LaTeX) and plots of a results folder")
     rep.add_argument("results", type=Path)
@@ -216,7 +224,7 @@ def _cmd_list(what: str) -> None:
             # RL presets apply to control tasks only (offline and text suites have none).
             control = any(t in TASKS for t in suite.tasks)
             preset = suite.preset or "paper" if control else "-"
-            print(f"{name:24} {len(suite.cells()):4d} cells  {preset:9} {suite.description}")
+            print(f"{name:24} {suite.size():4d} cells  {preset:9} {suite.description}")
     elif what == "presets":
         _list_presets()
     else:
@@ -296,7 +304,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from prefbench.benchmarks.runner import run_suite
     from prefbench.benchmarks.suites import SUITES
 
-    suite = SUITES.get(args.suite)
+    suite = SUITES.get(args.suite).with_overrides(tuple(args.overrides))
     out = args.out or Path("runs") / safe_name(suite.name)
     start = time.perf_counter()
     outcome = run_suite(

@@ -54,3 +54,19 @@ LM_CPU = Suite(
     floor_agent="lm-sft",
     record_metrics=TEXT_RECORD_METRICS,
 )
+
+LM = Suite(
+    name="lm",
+    description="imdb-positive with a local causal-LM checkpoint (prefbench run lm --set "
+    "base_model=/data/gpt2), 1,000 labels, every method, 3 seeds: a GPU machine's job, "
+    "not yet run",
+    tasks=("imdb-positive",),
+    agents=lm_agents((1000,), ("prompts=1024",)),
+    steps={"*": 2_000_000},
+    seeds=3,
+    eval_every=250_000,
+    reference_agent="lm-ppo",
+    floor_agent="lm-sft",
+    record_metrics=TEXT_RECORD_METRICS,
+    required_overrides=("base_model",),
+)

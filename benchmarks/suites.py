@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prefbench.agents import AGENTS
@@ -129,6 +129,8 @@ class Suite:
             score / 100, 0 a random policy, 1 its expert).
         record_metrics: Further ``metrics.csv`` columns copied into every record (NaN
             where a run lacks one), e.g. the text track's ``kl_per_token`` and ``flops``.
+        required_overrides: Config keys every agent must be given (``prefbench run
+            SUITE --set KEY=VALUE``), e.g. the checkpoint of a suite for a user's model.
     """
 
     name: str
@@ -147,6 +149,14 @@ class Suite:
     floor_agent: str = "random"
     score: str = "reference"
     record_metrics: tuple[str, ...] = ()
+    required_overrides: tuple[str, ...] = ()
+
+    def with_overrides(self, overrides: tuple[str, ...]) -> Suite:
+        """The suite with ``key=value`` overrides added to every agent (later ones win)."""
+        if not overrides:
+            return self
+        agents = tuple(replace(e, overrides=(*e.overrides, *overrides)) for e in self.agents)
+        return replace(self, agents=agents)
 
     def steps_for(self, task: str) -> int:
         """Step budget of ``task``."""
@@ -178,6 +188,12 @@ class Suite:
 
             RL_PRESETS.get(self.preset)
         for entry in self.agents:
+            given = {o.split("=", 1)[0].strip() for o in entry.overrides}
+            for key in self.required_overrides:
+                if key not in given:
+                    raise ValueError(
+                        f"suite {self.name!r} needs --set {key}=... (agent {entry.agent})"
+                    )
             spec = AGENTS.get(entry.agent)
             for task in self.tasks:  # a bad key fails here, not mid-run
                 probe = RunSpec(
@@ -192,6 +208,16 @@ class Suite:
                     )
                 for teacher in entry.teachers or self.teachers:
                     TEACHERS.get(teacher)
+
+    def size(self) -> int:
+        """The number of cells at the suite's seeds (nothing validated: for listings)."""
+        per_task = sum(
+            max(1, len(e.teachers or self.teachers) * len(e.label_budgets))
+            if AGENTS.get(e.agent).uses_teacher
+            else 1
+            for e in self.agents
+        )
+        return len(self.tasks) * per_task * self.seeds
 
     def cells(self, seeds: int | None = None) -> list[Cell]:
         """Every cell of the grid, in a stable order."""
@@ -410,5 +436,5 @@ for _name in ("offline-halfcheetah-cpu", "offline-mujoco-cpu", "offline-mujoco")
     )
 
 # The language-model suites (prefbench.benchmarks.lm_suites), imported when first named.
-for _name in ("lm-quick", "lm-cpu"):
+for _name in ("lm-quick", "lm-cpu", "lm"):
     SUITES.register(_name, f"prefbench.benchmarks.lm_suites:{_name.upper().replace('-', '_')}")

@@ -193,7 +193,7 @@ def test_list_suites(capsys):
     code, out, _ = run(capsys, "list", "suites")
     assert code == 0
     names = {line.split()[0] for line in out.splitlines() if line.strip()}
-    assert {"quick", "christiano-mujoco", "christiano-mujoco-cpu", "teachers"} <= names
+    assert {"quick", "christiano-mujoco", "christiano-mujoco-cpu", "teachers", "lm"} <= names
 
 
 RUN_ERRORS = {
@@ -202,6 +202,8 @@ RUN_ERRORS = {
     "zero workers": (["run", "quick", "--workers", "0"], "workers"),
     "bad backend": (["run", "quick", "--backend", "slurm"], "backend"),
     "zero budget": (["run", "plugin_example:ZERO_BUDGET_SUITE"], "label budgets"),
+    "no checkpoint": (["run", "lm"], "needs --set base_model="),
+    "bad run override": (["run", "quick", "--set", "nope=1"], "nope"),
     "report of a non-results folder": (["report", "."], "not a prefbench results folder"),
 }
 

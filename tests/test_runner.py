@@ -48,6 +48,19 @@ def test_builtin_suites_expand_and_validate():
     assert len({c.key for c in cells}) == len(cells)
 
 
+def test_run_overrides_reach_every_agent_and_required_ones_are_checked():
+    lm = SUITES.get("lm")
+    assert lm.size() == 7 * 3  # listed without its checkpoint
+    with pytest.raises(ValueError, match=r"suite 'lm' needs --set base_model=\.\.\."):
+        lm.cells()
+    given = lm.with_overrides(("base_model=/data/gpt2",))
+    assert all(e.overrides[-1] == "base_model=/data/gpt2" for e in given.agents)
+    quick = SUITES.get("lm-quick")
+    moved = quick.with_overrides(("temperature=0.7",)).cells()
+    assert {c.key for c in moved}.isdisjoint(c.key for c in quick.cells())  # own folders
+    assert quick.with_overrides(()) is quick
+
+
 def test_cell_identity_changes_with_config(plugin):
     cell = plugin.TINY_SUITE.cells()[0]
 
