@@ -238,3 +238,21 @@ def test_interrupted_text_run_resumes_exactly(base, tmp_path, agent):
     pd.testing.assert_frame_equal(
         resumed.drop(columns=timing), whole.drop(columns=timing), check_dtype=False
     )
+
+
+@pytest.mark.parametrize("method", ["dt", "dpo", "ppo"])
+def test_trainers_take_the_runs_seed(base, tmp_path, method):
+    import logging
+
+    from prefbench.agents.lm.agent import PrefTextAgent, TextAgentConfig
+    from prefbench.agents.protocol import RunContext
+    from prefbench.envs.kinds import Budget
+    from prefbench.envs.seeding import make_rng
+    from prefbench.envs.teachers import make_teacher
+
+    task = get_text_task("digit-parity")
+    ctx = RunContext(task, 7, Budget.for_task(task, 100), 20, "cpu", tmp_path, logging.getLogger())
+    config = TextAgentConfig(method=method, base_model=str(base), prompts=16, samples_per_prompt=2)
+    agent = PrefTextAgent(ctx, make_teacher("oracle", make_rng(7, "teacher")), config)
+    agent._prepare()
+    assert agent.trainer.config.seed == 7

@@ -74,7 +74,8 @@ class TextAgentConfig:
         report_every: Updates (PPO: iterations) between progress reports.
         best_of: ``best-of-n``'s samples per prompt at inference.
         reward: The text reward model.
-        align: MLE-filter, RWR and DT settings (``align.method`` follows ``method``).
+        align: MLE-filter, RWR and DT settings (``align.method`` follows ``method``; the
+            ``seed`` of ``align``, ``dpo`` and ``ppo`` is the run's).
         dpo: DPO settings.
         ppo: PPO settings.
     """
@@ -220,11 +221,17 @@ class TextAgent:
         if cfg.method == "ppo":
             score = response_scorer(self.reward.model, self.policy, reference)
             self.trainer = PPO(
-                self.policy, self.reference, self.task, score, cfg.ppo, self.counter, n_rm
+                self.policy,
+                self.reference,
+                self.task,
+                score,
+                replace(cfg.ppo, seed=seed),
+                self.counter,
+                n_rm,
             )
         else:
             z = zscore(learned, reference)
-            align = replace(cfg.align, method=cfg.method)
+            align = replace(cfg.align, method=cfg.method, seed=seed)
             self.trainer = OfflineAligner(self.policy, samples, z, align)
         return {**metrics, **self.counter.as_dict()}
 
@@ -234,7 +241,8 @@ class TextAgent:
         labels = self.teacher.label(text_pairs(self.policy, samples, idx))
         self.labels_used = int(labels.valid.sum())
         pairs = decided_pairs(idx[labels.valid], labels.prefs[labels.valid])
-        return DPO(self.policy, self.reference, samples, pairs, self.config.dpo)
+        dpo = replace(self.config.dpo, seed=self.ctx.seed)
+        return DPO(self.policy, self.reference, samples, pairs, dpo)
 
     def _tokens(self, samples: TextSamples) -> int:
         assert self.policy is not None
