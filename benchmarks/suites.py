@@ -41,6 +41,8 @@ class AgentEntry:
         teachers: Teacher ids; empty means the suite's teachers.
         overrides: ``key=value`` config overrides for this agent.
         agent_name: Name in tables and plots (defaults to ``agent``).
+        steps: This agent's budget on every task (0: the suite's ``steps``), e.g. an
+            online method given more than the offline ones it is compared with.
     """
 
     agent: str
@@ -48,6 +50,7 @@ class AgentEntry:
     teachers: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
     agent_name: str = ""
+    steps: int = 0
 
     def __post_init__(self) -> None:
         if not self.agent_name:
@@ -158,8 +161,10 @@ class Suite:
         agents = tuple(replace(e, overrides=(*e.overrides, *overrides)) for e in self.agents)
         return replace(self, agents=agents)
 
-    def steps_for(self, task: str) -> int:
-        """Step budget of ``task``."""
+    def steps_for(self, task: str, entry: AgentEntry | None = None) -> int:
+        """Step budget of ``task`` (for ``entry``, its own where it has one)."""
+        if entry is not None and entry.steps:
+            return entry.steps
         if task in self.steps:
             return self.steps[task]
         if "*" in self.steps:
@@ -182,7 +187,8 @@ class Suite:
                 f"got {self.seeds}, {self.accuracy_pairs}"
             )
         for task in self.tasks:
-            Budget.for_task(resolve_task(task), self.steps_for(task))
+            for entry in self.agents:
+                Budget.for_task(resolve_task(task), self.steps_for(task, entry))
         if self.preset:
             from prefbench.agents.presets import RL_PRESETS
 
@@ -241,7 +247,7 @@ class Suite:
                             agent=entry.agent,
                             teacher=teacher,
                             label_budget=label_budget,
-                            steps=self.steps_for(task),
+                            steps=self.steps_for(task, entry),
                             seed=seed,
                             eval_every=self.eval_every,
                             eval_episodes=self.eval_episodes,

@@ -59,6 +59,10 @@ def test_run_overrides_reach_every_agent_and_required_ones_are_checked():
     moved = quick.with_overrides(("temperature=0.7",)).cells()
     assert {c.key for c in moved}.isdisjoint(c.key for c in quick.cells())  # own folders
     assert quick.with_overrides(()) is quick
+    # An agent's own budget (PPO's in lm-cpu) reaches its cells only.
+    cpu = SUITES.get("lm-cpu").cells(seeds=1)
+    assert {c.spec.agent: c.spec.steps for c in cpu}["lm-ppo"] == 600_000
+    assert {c.spec.steps for c in cpu if c.spec.agent != "lm-ppo"} == {200_000}
 
 
 def test_cell_identity_changes_with_config(plugin):
