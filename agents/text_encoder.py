@@ -76,8 +76,13 @@ class TokenEncoder(nn.Module):
         if bool(((ids < PAD) | (ids >= self.vocab_size)).any()):
             raise ValueError(f"token ids must be in [0, {self.vocab_size}) or {PAD}")
         last = real.sum(dim=-1) - 1  # right padding: the last real token's index
+        # Columns after every text's end are padding only: causal attention never lets a
+        # real token see them, so dropping them changes no feature and saves the compute
+        # of a context-wide window (texts are often a quarter of it).
+        width = int(last.max()) + 1
+        ids, real = ids[..., :width], real[..., :width]
         safe = ids.clamp(min=0)
-        pos = torch.arange(ids.shape[-1], device=ids.device)
+        pos = torch.arange(width, device=ids.device)
         out = []
         for k in range(self.n_members):
             x = self.tokens[k](safe[k]) + self.positions[k](pos)

@@ -13,8 +13,9 @@ from __future__ import annotations
 from prefbench.benchmarks.columns import TEXT_RECORD_METRICS
 from prefbench.benchmarks.suites import AgentEntry, Suite
 
-#: The methods trained from preferences.
-METHODS = ("mle-filter", "rwr", "dt", "dpo", "ppo", "best-of-n")
+#: The methods trained from preferences (the longest first: a suite's cells start in
+#: this order, so no worker is left with a long cell at the end).
+METHODS = ("ppo", "dt", "mle-filter", "rwr", "dpo", "best-of-n")
 
 
 def lm_agents(

@@ -70,6 +70,10 @@ def test_members_are_independent_and_padding_changes_nothing():
     wider[:, 0, :4] = torch.tensor([1, 3, 5, 7])
     torch.testing.assert_close(net.step_rewards(wider, None), r_short)
     assert not torch.allclose(r_short, r_long)
+    # Trailing padding columns are dropped per batch: a text alone (4 columns read) and
+    # beside a longer one (5 read) scores the same.
+    both = torch.cat([short, longer], dim=1)
+    torch.testing.assert_close(net.step_rewards(both, None)[:, :1], r_short, rtol=1e-3, atol=1e-4)
 
 
 def test_bad_token_ids_are_rejected():
