@@ -57,12 +57,14 @@ def versions() -> dict[str, str]:
         "sb3_contrib": sb3_contrib.__version__,
         "platform": platform.platform(),
     }
-    try:
-        import mujoco
+    from importlib.metadata import PackageNotFoundError, version
 
-        out["mujoco"] = mujoco.__version__
-    except ImportError:
-        pass
+    # Optional extras: MuJoCo for control, the LM track's libraries for text.
+    for name in ("mujoco", "transformers", "tokenizers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
     out["git_commit"] = git_commit()
     return out
 
