@@ -127,3 +127,29 @@ def test_bad_model_folders_are_rejected(tmp_path, model_path):
     policy = CausalLMPolicy.from_path(model_path)
     with pytest.raises(ValueError, match="exceed the model's 32"):
         policy.generate(["1" * 30], [8], seed=0)
+
+
+def test_folders_that_are_not_causal_lms_or_mismatch_are_rejected(tmp_path, model_path):
+    import shutil
+
+    import transformers
+
+    # An encoder-decoder and an encoder-only model are not causal LMs.
+    t5 = transformers.T5Config(vocab_size=300, d_model=8, d_ff=8, num_layers=1, num_heads=1)
+    t5.save_pretrained(tmp_path / "t5")
+    with pytest.raises(CheckpointError, match="encoder-decoder"):
+        load_causal_lm(tmp_path / "t5")
+    encoder = transformers.DistilBertConfig(
+        vocab_size=300, dim=8, hidden_dim=8, n_layers=1, n_heads=1
+    )
+    transformers.DistilBertModel(encoder).save_pretrained(tmp_path / "encoder")
+    with pytest.raises(CheckpointError, match="not a causal language model"):
+        load_causal_lm(tmp_path / "encoder")
+    # A tokenizer with more tokens than the model embeds.
+    small = tmp_path / "small"
+    shutil.copytree(model_path, small)
+    model, tokenizer = load_causal_lm(model_path)
+    model.resize_token_embeddings(len(tokenizer) - 1)
+    model.save_pretrained(small)
+    with pytest.raises(CheckpointError, match="the tokenizer has"):
+        load_causal_lm(small)
