@@ -5,8 +5,8 @@
 run; ``prefbench list tasks|agents|teachers|suites|presets``: what is registered;
 ``prefbench perf reward-model|frames|offline|lm|overhead``: throughput and overhead figures;
 ``prefbench data make|list``: offline datasets; ``prefbench lm pretrain``: a text task's
-base model. Bad input ends
-with a one-line ``prefbench: error: ...`` and exit status 2.
+base model; ``prefbench label serve|status``: the labelling page of ``--teacher human``.
+Bad input ends with a one-line ``prefbench: error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -38,6 +38,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.add_argument(
+        "--label-queue",
+        default="",
+        help="--teacher human: the label queue (default: $PREFBENCH_LABEL_QUEUE, else the cache's)",
+    )
+    t.add_argument(
+        "--label-timeout",
+        type=float,
+        default=600.0,
+        help="--teacher human: seconds to wait for a batch's answers (default: 600)",
+    )
 
     ls = sub.add_parser(
         "list", help="list registered tasks, agents, teachers, suites or RL presets"
@@ -79,6 +90,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from prefbench.benchmarks.lm_cli import add_lm_parser
 
     add_lm_parser(sub)
+    from prefbench.benchmarks.label_cli import add_label_parser
+
+    add_label_parser(sub)
 
     p = sub.add_parser("perf", help="measure throughput")
     psub = p.add_subparsers(dest="perf", required=True)
@@ -236,6 +250,7 @@ def _cmd_list(what: str) -> None:
                 f"{row['id']:12} {row['beta']:6} {row['gamma']:6} {row['epsilon']:8} "
                 f"{row['skip_fraction']:6} {row['equal_fraction']:6}"
             )
+        print(f"{'human':12} people, through the labelling page (`prefbench label serve`)")
 
 
 def _list_presets() -> None:
@@ -286,6 +301,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         device=args.device,
         threads=args.threads,
         progress=not args.no_progress,
+        label_queue=args.label_queue,
+        label_timeout=args.label_timeout,
     )
     summary = train(cfg, command="prefbench " + shlex.join(sys.argv[1:]))
     print(f"run folder: {summary['run_dir']}")
@@ -356,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
                 data_make.make_datasets(args.name, config_from_args(args))
             else:
                 print(data_make.dataset_table(), end="")
+        elif args.command == "label":
+            from prefbench.benchmarks.label_cli import run_label
+
+            run_label(args)
         elif args.command == "lm":
             from prefbench.benchmarks.lm_cli import run_lm
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 from prefbench.agents.protocol import Resumable
 from prefbench.benchmarks.columns import STEPS, migrate_metrics
-from prefbench.benchmarks.run_spec import RunSpec
+from prefbench.benchmarks.run_spec import EXECUTION_FIELDS, RunSpec
 from prefbench.envs.files import atomic_path, write_text
 
 RESUME_DIR = "resume"
@@ -186,8 +186,8 @@ def resume_point(run_dir: Path, record: dict[str, Any]) -> Path | None:
     except (OSError, KeyError, TypeError, json.JSONDecodeError):
         return None
     mine = json.loads(json.dumps(record, default=str))
-    if {k: v for k, v in previous.items() if k != "progress"} != {
-        k: v for k, v in mine.items() if k != "progress"
+    if {k: v for k, v in previous.items() if k not in EXECUTION_FIELDS} != {
+        k: v for k, v in mine.items() if k not in EXECUTION_FIELDS
     }:
         return None
     return ResumeStates(run_dir).latest()

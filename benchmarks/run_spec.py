@@ -9,6 +9,7 @@ which never changes its numbers on one machine.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,9 @@ class TrainConfig:
         threads: Torch CPU threads during the run (restored afterwards).
         progress: Show a progress bar.
         run_name: Folder name under ``out`` (default: from task, agent, teacher, budget, seed).
+        label_queue: The human teacher's label queue (``""``: ``$PREFBENCH_LABEL_QUEUE``,
+            else ``label-queue`` in the prefbench cache).
+        label_timeout: Seconds the human teacher waits for a batch's answers.
     """
 
     spec: RunSpec
@@ -101,10 +105,21 @@ class TrainConfig:
     threads: int = 1
     progress: bool = True
     run_name: str = ""
+    label_queue: str = ""
+    label_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if not (math.isfinite(self.label_timeout) and self.label_timeout >= 0):
+            raise ValueError(
+                f"label timeout must be a finite number >= 0, got {self.label_timeout}"
+            )
+
+
+#: ``TrainConfig`` fields that say how a run executes, not what it computes: a run
+#: resumes when only these changed.
+EXECUTION_FIELDS = ("progress", "label_queue", "label_timeout")
 
 
 def spec_defaults() -> dict[str, Any]:

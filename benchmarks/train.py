@@ -53,10 +53,12 @@ from prefbench.benchmarks.run_folder import (
 from prefbench.benchmarks.run_spec import RunSpec, TrainConfig
 from prefbench.envs.data import CheckpointError
 from prefbench.envs.files import write_json
+from prefbench.envs.human.media import check_renderable, control_renderer
+from prefbench.envs.human.teacher import HumanSettings, HumanTeacher, default_queue
 from prefbench.envs.kinds import Budget, Task
 from prefbench.envs.offline_tasks import resolve_task
 from prefbench.envs.seeding import make_rng, scoped_torch
-from prefbench.envs.teachers import make_teacher
+from prefbench.envs.teachers import ShowsPairs, make_teacher
 
 
 def check_run(spec: RunSpec) -> tuple[Task, AgentSpec]:
@@ -86,7 +88,9 @@ def check_run(spec: RunSpec) -> tuple[Task, AgentSpec]:
         )
     agent.configure(spec.agent_overrides(task.id, agent.config))
     if agent.uses_teacher:
-        make_teacher(spec.teacher, make_rng(0, "check"))
+        teacher = make_teacher(spec.teacher, make_rng(0, "check"))
+        if isinstance(teacher, ShowsPairs) and task.kind != "text":
+            check_renderable(task)
         if spec.label_budget < 1:
             raise ValueError(
                 f"agent {spec.agent!r} needs a label budget >= 1, got {spec.label_budget}"
@@ -137,6 +141,12 @@ def train(
         if agent_spec.uses_teacher
         else None
     )
+    if isinstance(teacher, HumanTeacher):
+        queue = Path(cfg.label_queue) if cfg.label_queue else default_queue()
+        # The run folder names the run: a rerun of it reuses its queries and answers.
+        teacher.bind(str(run_dir.resolve()), HumanSettings(queue, cfg.label_timeout), logger)
+    if isinstance(teacher, ShowsPairs) and task.kind != "text":
+        teacher.use_renderer(control_renderer(task))  # text agents draw their own pairs
     with scoped_torch(spec.seed, cfg.threads):
         agent = agent_spec.build(ctx, teacher, spec.agent_overrides(task.id, agent_spec.config))
         recorder = RunRecorder(

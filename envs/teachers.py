@@ -110,6 +110,15 @@ class CalibratedTeacher(Teacher, Protocol):
         ...
 
 
+@runtime_checkable
+class ShowsPairs(Teacher, Protocol):
+    """A teacher that must see the pairs drawn (a person): the run says how to draw them."""
+
+    def use_renderer(self, renderer: object) -> None:
+        """Draw the pairs of the next ``label`` calls with ``renderer`` (a ``PairRenderer``)."""
+        ...
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
     """Parameters of a B-Pref simulated teacher (see the module docstring).
@@ -237,6 +246,8 @@ def _teacher_from_import(obj: object, path: str) -> TeacherFactory:
 TEACHERS: Registry[TeacherFactory] = Registry("teacher", _teacher_from_import)
 for _name, _cfg in BPREF_TEACHERS.items():
     TEACHERS.register(_name, lambda rng, _cfg=_cfg: BPrefTeacher(_cfg, rng))
+#: People, through the labelling page (``prefbench label serve``).
+TEACHERS.register("human", "prefbench.envs.human.teacher:HumanTeacher")
 
 
 def make_teacher(name: str, rng: np.random.Generator) -> Teacher:

@@ -37,6 +37,7 @@ from prefbench.agents.lm.policy import CausalLMPolicy
 from prefbench.agents.lm.ppo import PPO, PPOConfig
 from prefbench.agents.lm.samples import (
     TextSamples,
+    ask_about,
     same_prompt_pairs,
     sample_continuations,
     text_pairs,
@@ -238,7 +239,7 @@ class TextAgent:
     def _dpo(self, samples: TextSamples) -> DPO:
         assert self.teacher is not None and self.policy is not None and self.reference
         idx = same_prompt_pairs(samples, self.ctx.label_budget, make_rng(self.ctx.seed, "dpo"))
-        labels = self.teacher.label(text_pairs(self.policy, samples, idx))
+        labels = ask_about(self.teacher, text_pairs(self.policy, samples, idx), samples, idx)
         self.labels_used = int(labels.valid.sum())
         pairs = decided_pairs(idx[labels.valid], labels.prefs[labels.valid])
         dpo = replace(self.config.dpo, seed=self.ctx.seed)

@@ -17,8 +17,10 @@ import numpy as np
 
 from prefbench.agents.lm.policy import CausalLMPolicy
 from prefbench.agents.text_encoder import PAD
-from prefbench.envs.data import CheckpointError, ClipPairs
+from prefbench.envs.data import CheckpointError, ClipPairs, Labels
 from prefbench.envs.files import atomic_path
+from prefbench.envs.human.media import PairView
+from prefbench.envs.teachers import ShowsPairs, Teacher
 from prefbench.envs.text_tasks import TextTask
 
 FORMAT = "prefbench.text_samples.v1"
@@ -150,6 +152,40 @@ def text_pairs(policy: CausalLMPolicy, samples: TextSamples, pairs: np.ndarray) 
     obs = sequence_ids(policy, samples, pairs.reshape(-1)).reshape(n, 2, 1, -1)
     rewards = samples.scores[pairs].astype(np.float32).reshape(n, 2, 1)
     return ClipPairs(obs, np.zeros((n, 2, 1, 0), np.float32), rewards)
+
+
+class TextPairViews:
+    """Draws text pairs for a person: the prompt and its two continuations.
+
+    Args:
+        samples: The samples the pairs index.
+        pairs: ``(N, 2)`` sample indices, the pairs the teacher will be asked about.
+    """
+
+    def __init__(self, samples: TextSamples, pairs: np.ndarray) -> None:
+        self.samples, self.pairs = samples, np.asarray(pairs, dtype=np.int64)
+
+    def render(self, clip_pairs: ClipPairs) -> list[PairView]:
+        """One view per pair; ``clip_pairs`` must be the pairs of ``pairs``."""
+        if len(clip_pairs) != len(self.pairs):
+            raise ValueError(f"{len(clip_pairs)} pairs to draw, {len(self.pairs)} indexed")
+        s = self.samples
+        return [
+            PairView("text", s.responses[a], s.responses[b], s.prompts[s.prompt_index[a]])
+            for a, b in self.pairs
+        ]
+
+
+def ask_about(
+    teacher: Teacher, clip_pairs: ClipPairs, samples: TextSamples, pairs: np.ndarray
+) -> Labels:
+    """The teacher's labels on ``clip_pairs``, the :func:`text_pairs` of ``pairs``.
+
+    A teacher that is a person is shown the pairs' prompt and continuations as text.
+    """
+    if isinstance(teacher, ShowsPairs):
+        teacher.use_renderer(TextPairViews(samples, pairs))
+    return teacher.label(clip_pairs)
 
 
 def same_prompt_pairs(samples: TextSamples, n_pairs: int, rng: np.random.Generator) -> np.ndarray:

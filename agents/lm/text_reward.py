@@ -23,6 +23,7 @@ from scipy.stats import spearmanr
 from prefbench.agents.lm.policy import CausalLMPolicy
 from prefbench.agents.lm.samples import (
     TextSamples,
+    ask_about,
     same_prompt_pairs,
     sequence_ids,
     text_pairs,
@@ -123,7 +124,7 @@ def fit_text_reward(
         teacher.calibrate(ReturnScale(float(np.mean(np.abs(scores))), float(scores.std()) or 1.0))
     pairs_idx = same_prompt_pairs(train, label_budget, rng)
     pairs = text_pairs(policy, train, pairs_idx)
-    labels = teacher.label(pairs)
+    labels = ask_about(teacher, pairs, train, pairs_idx)
     kwargs: dict[str, Any] = {"vocab_size": len(policy.tokenizer), **config.model.encoder_kwargs}
     model_config = replace(config.model, encoder_kwargs=kwargs)
     model = RewardModel((policy.max_length,), 0, model_config, seed=seed, device=device)
