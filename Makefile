@@ -11,7 +11,7 @@ else
 TORCH ?= torch
 endif
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install browser clean
 
 install: $(VENV)/.installed
 
@@ -25,8 +25,17 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: install
 	$(BIN)/prefbench run quick --out runs/quick
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q tests
+
+# The labelling page's tests drive a real browser. Playwright cannot download one here,
+# so use Debian's chromium: installed as root when missing; otherwise those tests skip.
+browser:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+			>/dev/null) || echo "chromium could not be installed: browser tests will skip"; \
+	else echo "no chromium and not root: browser tests will skip"; fi
 
 lint: install
 	$(BIN)/ruff check .

@@ -62,7 +62,9 @@ class LabelServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
-    allow_reuse_address = False
+    # A restarted server takes its port back at once (TIME_WAIT); a port another
+    # process listens on is still refused on Linux.
+    allow_reuse_address = True
 
     def __init__(
         self, queue: LabelQueue, host: str = "127.0.0.1", port: int = 8765, token: str = ""

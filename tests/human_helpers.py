@@ -9,7 +9,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 from prefbench.benchmarks.label_server import LabelServer
+from prefbench.envs.data import ClipPairs
 from prefbench.envs.human.queue import LabelQueue
 
 
@@ -84,3 +87,12 @@ class ScriptedLabeller(threading.Thread):
                 {"query": query["id"], "labeller": self.name, "choice": choice},
             )
             self.answered += status == 200
+
+
+def swinging_pair(steps: int = 30) -> ClipPairs:
+    """One Pendulum pair: the same swing, forwards and backwards (true rewards differ)."""
+    angle = np.linspace(0.0, 3.0, steps)
+    obs = np.stack([np.cos(angle), np.sin(angle), np.zeros(steps)], -1).astype(np.float32)
+    both = np.stack([obs, obs[::-1]])[None]
+    rewards = -np.stack([angle, angle[::-1] * 2.0])[None].astype(np.float32)
+    return ClipPairs(both, np.zeros((1, 2, steps, 1), np.float32), rewards)

@@ -42,7 +42,8 @@ def test_list_teachers(capsys):
     code, out, _ = run(capsys, "list", "teachers")
     assert code == 0
     listed = [line.split()[0] for line in out.splitlines()[1:]]
-    assert listed == list(BPREF_TEACHERS)
+    assert listed == [*BPREF_TEACHERS, "human"]
+    assert "prefbench label serve" in out.splitlines()[-1]
     myopic = next(line for line in out.splitlines() if line.startswith("myopic"))
     assert "0.9" in myopic.split()
 

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from human_helpers import ScriptedLabeller, Served, oracle_choice, request
+from human_helpers import ScriptedLabeller, Served, oracle_choice, request, swinging_pair
 from tiny import tiny_config
 
 from prefbench.benchmarks.cli import main
@@ -196,17 +196,10 @@ def test_human_teacher_unanswered_pairs_abstain(tmp_path):
 
 
 def test_pendulum_clips_are_animated_webp(tmp_path):
-    angle = np.linspace(0.0, 3.0, 30)
-    obs = np.stack([np.cos(angle), np.sin(angle), np.zeros(30)], -1)  # a swinging pendulum
-    views = control_renderer(get_task("pendulum")).render(
-        ClipPairs(
-            np.tile(obs, (1, 2, 1, 1)).astype(np.float32),
-            np.zeros((1, 2, 30, 1), np.float32),
-            np.zeros((1, 2, 30), np.float32),
-        )
-    )
+    views = control_renderer(get_task("pendulum")).render(swinging_pair())
     assert views[0].kind == "clips" and views[0].first[:4] == b"RIFF"
     assert views[0].first[8:12] == b"WEBP" and 1_000 < len(views[0].first) < 100_000
+    assert views[0].first != views[0].second
 
 
 def test_a_human_run_through_the_api_matches_the_oracle_run(tmp_path):
