@@ -1,7 +1,7 @@
 """The labelling page in a real browser (Debian's chromium driven by Playwright).
 
-A missing browser or Playwright skips these tests with the reason, unless
-``PREFBENCH_REQUIRE_BROWSER=1`` asks for them, then it fails them. ``make test`` installs
+A missing browser or Playwright skips these tests with the reason, except under CI
+(``CI=true``) or with ``PREFBENCH_REQUIRE_BROWSER=1``, where it fails them. ``make test`` installs
 chromium where it can (as root, with apt).
 """
 
@@ -36,6 +36,12 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+#: Where to save a picture of the page (resolved now: tests may change directory).
+SCREENSHOT = (
+    Path(os.environ["PREFBENCH_SCREENSHOT"]).resolve()
+    if os.environ.get("PREFBENCH_SCREENSHOT")
+    else None
+)
 #: The page's buttons by the answer they give.
 BUTTONS = {
     "left": "Left is better",
@@ -64,8 +70,8 @@ def browser() -> Iterator[object]:
     if not reason and exe is None:
         reason = "no chromium on PATH (as root: apt-get install chromium)"
     if reason:
-        if os.environ.get("PREFBENCH_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"PREFBENCH_REQUIRE_BROWSER=1 but {reason}")
+        if os.environ.get("CI") == "true" or os.environ.get("PREFBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser tests are required here, but {reason}")
         pytest.skip(reason)
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
@@ -128,7 +134,6 @@ def test_a_labeller_clicking_the_page_trains_the_oracle_runs_reward_model(browse
         clicked = _label_like_the_oracle(page, queue_dir, run.is_alive)
         run.join()
         progress = page.locator("#progress").inner_text()
-        shot = os.environ.get("PREFBENCH_SCREENSHOT")
         page.close()
     oracle = train(tiny_config(tmp_path / "runs", teacher="oracle"))
     assert len(clicked) == len(set(clicked)) == human["labels_used"] == 40
@@ -136,8 +141,8 @@ def test_a_labeller_clicking_the_page_trains_the_oracle_runs_reward_model(browse
     # The clicks give the oracle's labels, so the reward model is the oracle run's: the
     # margin between the two accuracies is zero, not a tolerance.
     assert human["final_rm_accuracy"] == oracle["final_rm_accuracy"]
-    if shot:  # the README's picture: PREFBENCH_SCREENSHOT=docs/label_page.png pytest ...
-        _screenshot(browser, queue_dir, Path(shot))
+    if SCREENSHOT:  # the README's picture: PREFBENCH_SCREENSHOT=docs/label_page.png pytest ...
+        _screenshot(browser, queue_dir, SCREENSHOT)
 
 
 def _screenshot(browser, queue_dir: Path, out: Path) -> None:
@@ -156,7 +161,7 @@ def _screenshot(browser, queue_dir: Path, out: Path) -> None:
         _shown(page, 5)
         page.wait_for_timeout(500)
         out.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(out))
+        page.screenshot(path=str(out), full_page=True)
         page.close()
         poster.join()
 
