@@ -5,7 +5,8 @@
 run; ``prefbench list tasks|agents|teachers|suites|presets``: what is registered;
 ``prefbench perf reward-model|frames|offline|lm|overhead``: throughput and overhead figures;
 ``prefbench data make|list``: offline datasets; ``prefbench lm pretrain``: a text task's
-base model; ``prefbench label serve|status``: the labelling page of ``--teacher human``.
+base model; ``prefbench label serve|status``: the labelling page of ``--teacher human``;
+``prefbench evaluate RUN_DIR``: a trained run's policy on fresh episodes, and a video.
 Bad input ends with a one-line ``prefbench: error: ...`` and exit status 2.
 """
 
@@ -93,6 +94,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from prefbench.benchmarks.label_cli import add_label_parser
 
     add_label_parser(sub)
+    from prefbench.benchmarks.evaluate_cli import add_evaluate_parser
+
+    add_evaluate_parser(sub)
 
     p = sub.add_parser("perf", help="measure throughput")
     psub = p.add_subparsers(dest="perf", required=True)
@@ -377,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
             from prefbench.benchmarks.label_cli import run_label
 
             run_label(args)
+        elif args.command == "evaluate":
+            from prefbench.benchmarks.evaluate_cli import run_evaluate
+
+            run_evaluate(args)
         elif args.command == "lm":
             from prefbench.benchmarks.lm_cli import run_lm
 

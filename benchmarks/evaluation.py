@@ -220,22 +220,31 @@ class OfflineEvaluator:
 def play_episodes(venv: VecEnv, agent: Agent, seed: int = 0) -> np.ndarray:
     """``(n,)`` true returns of one episode per environment of ``venv``.
 
+    See :func:`play_trajectories`.
+    """
+    return np.array([t.true_return for t in play_trajectories(venv, agent, seed)])
+
+
+def play_trajectories(
+    venv: VecEnv, agent: Agent, seed: int = 0, *, frame_stack: int = 0
+) -> list[Trajectory]:
+    """One episode per environment of ``venv``, played by ``agent``.
+
     Uses the agent's ``episode_policy(n, seed)`` where it has one (it sees each step
     through ``observe``, with the rewards only if it ``sees_true_reward``), else
-    ``predict``.
+    ``predict``. ``frame_stack`` stores stacked observations compactly (see
+    :func:`~prefbench.envs.rollout.rollout`).
     """
     make_policy = getattr(agent, "episode_policy", None)
     if not callable(make_policy):
-        trajs = rollout(venv, agent.predict)
-    else:
-        policy = make_policy(venv.num_envs, seed)
-        shows_reward = bool(getattr(agent, "sees_true_reward", False))
+        return rollout(venv, agent.predict, frame_stack=frame_stack)
+    policy = make_policy(venv.num_envs, seed)
+    shows_reward = bool(getattr(agent, "sees_true_reward", False))
 
-        def observe(obs: np.ndarray, acts: np.ndarray, rewards: np.ndarray) -> None:
-            policy.observe(obs, acts, rewards if shows_reward else None)
+    def observe(obs: np.ndarray, acts: np.ndarray, rewards: np.ndarray) -> None:
+        policy.observe(obs, acts, rewards if shows_reward else None)
 
-        trajs = rollout(venv, policy.act, observe=observe)
-    return np.array([t.true_return for t in trajs])
+    return rollout(venv, policy.act, frame_stack=frame_stack, observe=observe)
 
 
 def _evaluator_from_import(obj: object, path: str) -> Any:

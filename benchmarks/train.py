@@ -58,7 +58,7 @@ from prefbench.envs.human.teacher import HumanSettings, HumanTeacher, default_qu
 from prefbench.envs.kinds import Budget, Task
 from prefbench.envs.offline_tasks import resolve_task
 from prefbench.envs.seeding import make_rng, scoped_torch
-from prefbench.envs.teachers import ShowsPairs, make_teacher
+from prefbench.envs.teachers import ShowsPairs, Teacher, make_teacher
 
 
 def check_run(spec: RunSpec) -> tuple[Task, AgentSpec]:
@@ -98,6 +98,32 @@ def check_run(spec: RunSpec) -> tuple[Task, AgentSpec]:
     return task, agent
 
 
+def run_parts(
+    spec: RunSpec,
+    task: Task,
+    agent_spec: AgentSpec,
+    device: str,
+    run_dir: Path,
+    logger: logging.Logger,
+) -> tuple[RunContext, Teacher | None]:
+    """The context an agent of ``spec`` is built with, and its teacher (if it takes one)."""
+    ctx = RunContext(
+        task=task,
+        seed=spec.seed,
+        budget=Budget.for_task(task, spec.steps),
+        label_budget=spec.label_budget if agent_spec.uses_teacher else 0,
+        device=device,
+        run_dir=run_dir,
+        logger=logger,
+    )
+    teacher = (
+        make_teacher(spec.teacher, make_rng(spec.seed, "teacher"))
+        if agent_spec.uses_teacher
+        else None
+    )
+    return ctx, teacher
+
+
 def train(
     cfg: TrainConfig,
     command: str | None = None,
@@ -127,20 +153,7 @@ def train(
     if state_dir is None:
         _fresh_folder(run_dir)
     logger = run_logger(run_dir)
-    ctx = RunContext(
-        task=task,
-        seed=spec.seed,
-        budget=Budget.for_task(task, spec.steps),
-        label_budget=spec.label_budget if agent_spec.uses_teacher else 0,
-        device=device,
-        run_dir=run_dir,
-        logger=logger,
-    )
-    teacher = (
-        make_teacher(spec.teacher, make_rng(spec.seed, "teacher"))
-        if agent_spec.uses_teacher
-        else None
-    )
+    ctx, teacher = run_parts(spec, task, agent_spec, device, run_dir, logger)
     if isinstance(teacher, HumanTeacher):
         queue = Path(cfg.label_queue) if cfg.label_queue else default_queue()
         # The run folder names the run: a rerun of it reuses its queries and answers.
@@ -180,7 +193,11 @@ def train(
             recorder.finish()
         finally:
             recorder.close()
-        agent.save(run_dir / "checkpoints")
+        if isinstance(agent, Resumable) and task.kind != "text":
+            # The whole end state: `prefbench evaluate` restores the agent from it.
+            agent.save_state(run_dir / "checkpoints")
+        else:
+            agent.save(run_dir / "checkpoints")
     final = recorder.rows[-1]
     summary = {
         "task": spec.task,

@@ -176,7 +176,7 @@ def check_renderable(task: object) -> None:
         )
 
 
-def control_renderer(task: object) -> PairRenderer:
+def control_renderer(task: object) -> ClipRenderer:
     """The renderer of a control or offline task's clips.
 
     Raises:

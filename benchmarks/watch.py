@@ -1,0 +1,228 @@
+"""``prefbench evaluate RUN_DIR``: a trained run's policy on fresh episodes, and a video.
+
+The run's agent is rebuilt from its ``config.json`` and restored from ``checkpoints/``
+(the end state a finished run saves; an unfinished run's latest resume state otherwise).
+It plays fresh episodes of the task (of the control task, for an offline run), seeded
+apart from training's evaluations; each episode's true return is printed with the
+learned reward's sum over it where the run has a reward model. The video shows the
+episodes one after another as the labelling page draws clips (MuJoCo offscreen, Atari
+frames, Pendulum), like rl-baselines3-zoo's ``record_video``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prefbench.agents.device import resolve_device
+from prefbench.agents.protocol import Agent
+from prefbench.benchmarks.evaluation import play_trajectories
+from prefbench.benchmarks.run_folder import ResumeStates
+from prefbench.benchmarks.run_spec import RunSpec
+from prefbench.benchmarks.train import check_run, run_parts
+from prefbench.envs.data import CheckpointError, Trajectory
+from prefbench.envs.files import atomic_path
+from prefbench.envs.human.media import control_renderer
+from prefbench.envs.rollout import make_vec_env
+from prefbench.envs.seeding import int31_seed, scoped_torch
+
+#: Video formats by file suffix.
+VIDEO_SUFFIXES = (".webp", ".gif", ".mp4")
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """One evaluated episode.
+
+    Attributes:
+        episode: Index among the episodes played (0, 1, ...).
+        steps: Its length in environment steps.
+        true_return: The environment's reward summed over it (never shown to the agent).
+        learned_return: The run's reward model's reward summed over it (NaN without one).
+    """
+
+    episode: int
+    steps: int
+    true_return: float
+    learned_return: float
+
+
+def load_agent(run_dir: Path, device: str = "cpu") -> tuple[Agent, Any, int]:
+    """The agent of a run folder restored from its saved state, the run's task and seed.
+
+    Raises:
+        ValueError: ``run_dir`` is not a prefbench run folder, or its state cannot be
+            restored (a run that saved nothing yet, a foreign or corrupt checkpoint).
+    """
+    config_path = run_dir / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+        fields = dict(config["run"]["spec"])
+        spec = RunSpec(**{**fields, "overrides": tuple(fields.get("overrides", ()))})
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{run_dir} is not a prefbench run folder ({config_path}: {exc})") from exc
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{config_path} is not a prefbench run config ({exc})") from exc
+    task, agent_spec = check_run(spec)
+    if task.kind == "text":
+        raise ValueError(
+            f"{run_dir} is a text run; prefbench evaluate plays control episodes "
+            "(a text run's samples are scored in its metrics.csv)"
+        )
+    # The teacher is only there to build the agent: evaluating asks it nothing.
+    ctx, teacher = run_parts(
+        spec,
+        task,
+        agent_spec,
+        str(resolve_device(device)),
+        run_dir,
+        logging.getLogger("prefbench.evaluate"),
+    )
+    agent = agent_spec.build(ctx, teacher, spec.agent_overrides(task.id, agent_spec.config))
+    load_state = getattr(agent, "load_state", None)
+    if callable(load_state):  # agents that keep no state (random) act as built
+        state_dir = _state_dir(run_dir)
+        try:
+            load_state(state_dir)
+        except CheckpointError as exc:
+            raise ValueError(f"cannot restore the agent of {run_dir}: {exc}") from exc
+    return agent, task, spec.seed
+
+
+def _state_dir(run_dir: Path) -> Path:
+    """``checkpoints/`` of a finished run, else the latest resume state."""
+    final = run_dir / "checkpoints"
+    if (final / "state.json").is_file():
+        return final
+    latest = ResumeStates(run_dir).latest()
+    if latest is not None:
+        return latest
+    if final.is_dir():
+        raise ValueError(
+            f"{final} holds no agent state (runs finished before prefbench saved it there "
+            "cannot be evaluated; rerun them)"
+        )
+    raise ValueError(f"{run_dir} has saved no agent state yet")
+
+
+def evaluate_run(
+    run_dir: Path,
+    episodes: int = 5,
+    seed: int | None = None,
+    video: Path | None = None,
+    device: str = "cpu",
+) -> list[EpisodeResult]:
+    """Play ``episodes`` fresh episodes with a run's agent; optionally write their video.
+
+    Args:
+        run_dir: A run folder (``prefbench train`` wrote it).
+        episodes: Episodes to play (>= 1).
+        seed: Seed of the episodes (default: from the run's seed, apart from training's).
+        video: Where to write the episodes' video (``.webp``, ``.gif`` or ``.mp4``).
+        device: Torch device for the agent and its reward model.
+
+    Raises:
+        ValueError: Bad arguments or a run folder that cannot be evaluated.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if video is not None and video.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"video must end in {', '.join(VIDEO_SUFFIXES)}, got {video.name!r}")
+    if not run_dir.is_dir():
+        raise ValueError(f"no run folder {run_dir}")
+    agent, task, run_seed = load_agent(run_dir, device)
+    control = getattr(task, "control_task", task)
+    renderer = control_renderer(task) if video is not None else None  # refuses undrawable tasks
+    seed = int31_seed(run_seed, "evaluate") if seed is None else seed
+    model = getattr(agent, "reward_model", None)
+    with scoped_torch(seed, 1):
+        env = make_vec_env(control, episodes, seed)
+        try:
+            trajs = play_trajectories(env, agent, seed, frame_stack=control.frame_stack)
+        finally:
+            env.close()
+    results = [
+        EpisodeResult(i, len(t), t.true_return, _learned_return(model, t))
+        for i, t in enumerate(trajs)
+    ]
+    if video is not None and renderer is not None:
+        write_video(video, _episode_frames(trajs, renderer.frames_of), renderer.fps)
+    return results
+
+
+def _learned_return(model: Any, traj: Trajectory) -> float:
+    """The reward model's reward (as the agent was given it) summed over an episode."""
+    if model is None:
+        return math.nan
+    return float(np.sum(model.reward(traj.obs, traj.acts), dtype=np.float64))
+
+
+def _episode_frames(trajs: list[Trajectory], frames_of) -> np.ndarray:
+    """``(T, H, W, 3)`` frames of every episode, with a short dark pause between them."""
+    parts = []
+    for i, t in enumerate(trajs):
+        frames = frames_of(t.obs, t.acts)
+        if i:
+            parts.append(np.zeros((5, *frames.shape[1:]), np.uint8))
+        parts.append(frames)
+    return np.concatenate(parts)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Write ``(T, H, W, 3)`` uint8 frames as an animated WebP or GIF, or an MP4.
+
+    The file appears whole or not at all.
+
+    Raises:
+        ValueError: An unknown suffix, or ``.mp4`` without OpenCV (the ``atari`` extra).
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".mp4":
+        data = _mp4(frames, fps)
+    elif suffix in (".webp", ".gif"):
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        out = io.BytesIO()
+        images[0].save(
+            out,
+            format=suffix[1:].upper(),
+            save_all=True,
+            append_images=images[1:],
+            duration=max(1, round(1000 / fps)),
+            loop=0,
+        )
+        data = out.getvalue()
+    else:
+        raise ValueError(f"video must end in {', '.join(VIDEO_SUFFIXES)}, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def _mp4(frames: np.ndarray, fps: float) -> bytes:
+    try:
+        import cv2
+    except ImportError as exc:
+        raise ValueError("an .mp4 video needs OpenCV: pip install 'prefbench[atari]'") from exc
+    import tempfile
+
+    h, w = frames.shape[1:3]
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "video.mp4"
+        writer = cv2.VideoWriter(str(file), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not writer.isOpened():
+            raise ValueError("OpenCV cannot write MP4 here (no mp4v encoder)")
+        for f in frames:
+            writer.write(f[..., ::-1])  # OpenCV takes BGR
+        writer.release()
+        return file.read_bytes()
