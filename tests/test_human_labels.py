@@ -195,6 +195,29 @@ def test_human_teacher_unanswered_pairs_abstain(tmp_path):
     assert labels.valid.all() and labels.prefs.tolist() == [1.0, 0.0]
 
 
+def test_a_pair_asked_twice_in_a_batch_is_one_query(tmp_path):
+    teacher = HumanTeacher(np.random.default_rng(0))
+    teacher.bind("run", HumanSettings(tmp_path / "q", timeout_s=30, poll_s=0.05))
+    teacher.use_renderer(_Views())
+    one = swinging_pair()
+    pairs = ClipPairs(*(np.concatenate([a, a]) for a in (one.obs, one.acts, one.true_rewards)))
+    queue = LabelQueue(tmp_path / "q")
+
+    def answer_once():
+        while (shown := queue.next_query("ann")) is None:
+            time.sleep(0.01)
+        queue.answer(shown["id"], "ann", oracle_choice(tmp_path / "q", shown["id"]))
+
+    t = threading.Thread(target=answer_once)
+    t.start()
+    start = time.monotonic()
+    labels = teacher.label(pairs)
+    t.join()
+    assert time.monotonic() - start < 10  # not the 30 s timeout
+    assert labels.valid.all() and labels.prefs[0] == labels.prefs[1]
+    assert queue.progress()["answered"] == 1
+
+
 def test_pendulum_clips_are_animated_webp(tmp_path):
     views = control_renderer(get_task("pendulum")).render(swinging_pair())
     assert views[0].kind == "clips" and views[0].first[:4] == b"RIFF"

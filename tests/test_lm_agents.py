@@ -256,3 +256,56 @@ def test_trainers_take_the_runs_seed(base, tmp_path, method):
     agent = PrefTextAgent(ctx, make_teacher("oracle", make_rng(7, "teacher")), config)
     agent._prepare()
     assert agent.trainer.config.seed == 7
+
+
+def test_a_human_labelled_text_run_matches_the_oracle_run(base, tmp_path):
+    import sqlite3
+
+    from human_helpers import ScriptedLabeller, Served
+
+    from prefbench.envs.human.queue import LabelQueue
+
+    def run(teacher, *extra):
+        args = [
+            "train",
+            "--task",
+            "digit-parity",
+            "--agent",
+            "lm-dpo",
+            "--teacher",
+            teacher,
+            "--label-budget",
+            "20",
+            "--steps",
+            "200",
+            "--out",
+            str(tmp_path / teacher),
+            "--no-progress",
+            "--set",
+            f"base_model={base}",
+            *SMALL,
+            *extra,
+        ]
+        assert main(args) == 0
+        (run_dir,) = (tmp_path / teacher).iterdir()
+        return json.loads((run_dir / "summary.json").read_text())
+
+    queue_dir = tmp_path / "queue"
+    LabelQueue(queue_dir)
+    with Served(queue_dir) as served:
+        labeller = ScriptedLabeller(served.base, queue_dir)
+        labeller.start()
+        human = run("human", "--label-queue", str(queue_dir), "--label-timeout", "120")
+        labeller.stop.set()
+    oracle = run("oracle")
+    # People were shown the prompt and both continuations as text.
+    with sqlite3.connect(queue_dir / "queue.sqlite") as db:
+        kinds = {k for (k,) in db.execute("SELECT kind FROM queries")}
+        prompts = [p for (p,) in db.execute("SELECT prompt FROM queries")]
+    assert kinds == {"text"} and all(prompts)
+    # A pair asked twice (the tiny model repeats itself) is one query, answered once.
+    assert labeller.answered == len(prompts) <= human["labels_used"]
+    # Answered like the oracle, the run is the oracle run, and no batch waited it out.
+    assert human["labels_used"] == oracle["labels_used"] > 0
+    assert human["final_true_return"] == oracle["final_true_return"]
+    assert human["wall_time"] < 60

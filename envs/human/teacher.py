@@ -154,6 +154,7 @@ class HumanTeacher:
 
     def _wait(self, ids: list[str]) -> None:
         assert self.queue is not None and self.settings is not None
+        ids = list(dict.fromkeys(ids))  # a pair asked twice in a batch is one query
         start = last_note = time.monotonic()
         self.logger.info(
             "human labels: %d pairs posted to %s; serve them with `prefbench label serve "
