@@ -1,9 +1,11 @@
 """RL learners from stable-baselines3 / sb3-contrib, built by name.
 
 Built in: ``ppo`` and ``a2c`` (stable-baselines3) and ``trpo`` (sb3-contrib; the paper's
-choice for MuJoCo). Any on-policy SB3 algorithm plugs in by import path, e.g.
-``--set rl.algo=sb3_contrib:RecurrentPPO``... as long as it subclasses
-``OnPolicyAlgorithm``. Defaults follow Christiano et al. 2017 for MuJoCo: discount 0.995,
+choice for MuJoCo), and the off-policy ``sac`` (stable-baselines3; D4RL's behaviour
+learner, used by ``prefbench data make --algo sac``). Any SB3 algorithm plugs in by
+import path, e.g. ``--set rl.algo=sb3_contrib:RecurrentPPO``; on-policy settings
+(``n_steps``, ``gae_lambda``, the task's entropy bonus) reach only algorithms that take
+them. Defaults follow Christiano et al. 2017 for MuJoCo: discount 0.995,
 GAE lambda 0.97, entropy bonus 0.01 (0.001 on Swimmer). sb3-contrib's TRPO has no
 entropy term, so ``ent_coef`` only reaches PPO and A2C.
 """
@@ -18,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from sb3_contrib import TRPO
-from stable_baselines3 import A2C, PPO
+from stable_baselines3 import A2C, PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space
@@ -38,16 +41,17 @@ from prefbench.envs.tasks import TaskSpec
 ALGO_ATTRIBUTE = "prefbench_algo"
 
 
-def _algo_from_import(obj: object, path: str) -> type[OnPolicyAlgorithm]:
-    if inspect.isclass(obj) and issubclass(obj, OnPolicyAlgorithm):
+def _algo_from_import(obj: object, path: str) -> type[BaseAlgorithm]:
+    if inspect.isclass(obj) and issubclass(obj, BaseAlgorithm):
         return obj
-    raise TypeError(f"{path!r} is not an SB3 on-policy algorithm class")
+    raise TypeError(f"{path!r} is not an SB3 algorithm class")
 
 
-ALGORITHMS: Registry[type[OnPolicyAlgorithm]] = Registry("RL algorithm", _algo_from_import)
+ALGORITHMS: Registry[type[BaseAlgorithm]] = Registry("RL algorithm", _algo_from_import)
 ALGORITHMS.register("ppo", PPO)
 ALGORITHMS.register("a2c", A2C)
 ALGORITHMS.register("trpo", TRPO)
+ALGORITHMS.register("sac", SAC)
 
 
 LR_SCHEDULES = ("constant", "linear")
@@ -77,17 +81,18 @@ class LinearSchedule:
 
 @dataclass(frozen=True)
 class RLConfig:
-    """On-policy learner settings.
+    """RL learner settings (named for the on-policy learners; SAC takes what fits it).
 
     Attributes:
-        algo: ``ppo``, ``a2c``, ``trpo`` or ``package.module:Class``.
+        algo: ``ppo``, ``a2c``, ``trpo``, ``sac`` or ``package.module:Class``.
         n_envs: Parallel environments.
         subprocess: Step the environments in worker processes (pays off for slow
             simulators with cores to spare; see ``prefbench perf frames --subprocess``).
         n_steps: Steps per env per update; ``None``: 2048 in all for PPO/TRPO, 5 for A2C.
         gamma: Discount.
         gae_lambda: GAE lambda.
-        ent_coef: Entropy bonus; ``None`` takes the task's paper value.
+        ent_coef: Entropy bonus; ``None`` takes the task's paper value (on-policy
+            algorithms; SAC keeps its own, learned, temperature).
         learning_rate: Optimiser step size; ``None`` keeps the algorithm's default.
         lr_schedule: ``constant``, or ``linear`` (decays to 0 over the run, the paper's
             A2C setting on Atari).
@@ -191,8 +196,8 @@ def build_learner(
     seed: int,
     device: str,
     log_dir: Path | None = None,
-) -> OnPolicyAlgorithm:
-    """Instantiate the on-policy learner on ``venv``.
+) -> BaseAlgorithm:
+    """Instantiate the learner on ``venv``.
 
     Args:
         config: Learner settings.
@@ -218,15 +223,18 @@ def build_learner(
         policy_kwargs["optimizer_class"] = RMSpropTFLike
         policy_kwargs["optimizer_kwargs"] = {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0}
     kwargs: dict[str, Any] = {
-        "n_steps": n_steps,
         "gamma": config.gamma,
-        "gae_lambda": config.gae_lambda,
         "policy_kwargs": policy_kwargs,
         "seed": seed,
         "device": device,
         "verbose": 0,
     }
-    if "ent_coef" in params:
+    on_policy = issubclass(cls, OnPolicyAlgorithm)
+    if on_policy:
+        kwargs["n_steps"] = n_steps
+    if "gae_lambda" in params:
+        kwargs["gae_lambda"] = config.gae_lambda
+    if "ent_coef" in params and (on_policy or config.ent_coef is not None):
         kwargs["ent_coef"] = task.entropy_coef if config.ent_coef is None else config.ent_coef
     if config.learning_rate is not None:
         kwargs["learning_rate"] = config.learning_rate
@@ -276,7 +284,7 @@ def _check_algorithm(path: Path, algo: str) -> None:
         raise CheckpointError(f"{path} holds a policy trained with {saved}, not {algo}")
 
 
-def load_policy(path: str | Path, algo: str = "ppo", device: str = "cpu") -> OnPolicyAlgorithm:
+def load_policy(path: str | Path, algo: str = "ppo", device: str = "cpu") -> BaseAlgorithm:
     """Load a policy saved by an agent's ``save`` (an SB3 ``.zip``).
 
     Args:
@@ -301,7 +309,7 @@ def load_policy(path: str | Path, algo: str = "ppo", device: str = "cpu") -> OnP
         ) from exc
 
 
-def restore_learner(learner: OnPolicyAlgorithm, path: Path, step: int) -> None:
+def restore_learner(learner: BaseAlgorithm, path: Path, step: int) -> None:
     """Load saved parameters and optimiser state into ``learner`` and set its step count.
 
     Raises:

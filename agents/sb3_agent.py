@@ -1,4 +1,4 @@
-"""The base of every agent built on an on-policy stable-baselines3 learner.
+"""The base of every agent built on a stable-baselines3 learner (on-policy, or SAC).
 
 :class:`SB3Agent` owns what the true-reward baselines and the preference agents share:
 the training environments (a :class:`~prefbench.agents.reward_wrapper.RewardVecEnv`
@@ -11,12 +11,14 @@ loop.
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
 from prefbench.agents.protocol import RunContext
@@ -141,8 +143,14 @@ class SB3Agent:
         """Restore what :meth:`loop_state` returned (and files :meth:`save` wrote)."""
 
     def save_state(self, directory: Path) -> None:
-        """Write everything needed to continue training into ``directory``."""
+        """Write everything needed to continue training into ``directory``.
+
+        An off-policy learner (SAC) also writes its replay buffer, ``replay_buffer.pkl``.
+        """
         self.save(directory)
+        if isinstance(self.learner, OffPolicyAlgorithm):
+            with atomic_path(directory / REPLAY_BUFFER_FILE) as tmp:
+                self.learner.save_replay_buffer(tmp)
         # Strict JSON: a state that does not serialise must fail here, not at resume.
         state = {"format": STATE_FORMAT, "step": self.steps_done, **self.loop_state()}
         write_text(directory / "state.json", json.dumps(state))
@@ -168,11 +176,19 @@ class SB3Agent:
         if self.normalizer is not None:
             restore_normalizer(self.normalizer, directory / NORMALIZE_FILE)
         restore_learner(self.learner, directory / "policy.zip", step)
+        if isinstance(self.learner, OffPolicyAlgorithm):
+            buffer = directory / REPLAY_BUFFER_FILE
+            try:
+                self.learner.load_replay_buffer(buffer)
+            except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+                raise CheckpointError(f"cannot read {buffer}: {exc}") from exc
         return step
 
 
 #: The learner's observation and return statistics beside ``policy.zip``.
 NORMALIZE_FILE = "normalize.json"
+#: An off-policy learner's replay buffer in a resumable state.
+REPLAY_BUFFER_FILE = "replay_buffer.pkl"
 
 
 def normalizer_state(env: VecNormalize) -> dict[str, Any]:

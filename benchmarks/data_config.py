@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass
 
 from prefbench.agents.presets import RL_PRESETS
 
+#: Behaviour learners ``prefbench data make`` trains.
+BEHAVIOUR_ALGOS = ("ppo", "sac")
+
 
 @dataclass(frozen=True)
 class DataMakeConfig:
@@ -23,7 +26,9 @@ class DataMakeConfig:
         medium_fraction: ``medium`` is the snapshot nearest this normalised score / 100.
         collect_envs: Parallel environments for collection and scoring.
         seed: Seed of the behaviour run and of every collection.
-        preset: RL preset of the behaviour learner (PPO).
+        preset: RL preset of the PPO behaviour learner.
+        algo: The behaviour learner: ``ppo`` (with ``preset``) or ``sac`` (D4RL's
+            choice: SB3's defaults, 256x256 networks, 10k random steps first).
     """
 
     behaviour_steps: int = 300_000
@@ -34,6 +39,7 @@ class DataMakeConfig:
     collect_envs: int = 8
     seed: int = 0
     preset: str = "zoo"
+    algo: str = "ppo"
 
     def __post_init__(self) -> None:
         problems = [
@@ -49,6 +55,7 @@ class DataMakeConfig:
                 (0 < self.medium_fraction < 1, "medium_fraction must be in (0, 1)"),
                 (self.collect_envs >= 1, "collect_envs must be >= 1"),
                 (self.seed >= 0, "seed must be >= 0"),
+                (self.algo in BEHAVIOUR_ALGOS, f"algo must be one of {', '.join(BEHAVIOUR_ALGOS)}"),
             )
             if not ok
         ]
@@ -59,20 +66,23 @@ class DataMakeConfig:
     def behaviour_key(self) -> str:
         """A short hash of the settings the behaviour run depends on."""
         keys = ("behaviour_steps", "snapshot_every", "eval_episodes", "seed", "preset")
+        if self.algo != "ppo":  # PPO builds keep the keys they had before SAC
+            keys = (*keys, "algo")
         text = json.dumps({k: asdict(self)[k] for k in keys}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 #: One line of help per setting, for the command line.
 _HELP = {
-    "behaviour_steps": "PPO steps of the behaviour run (its last policy is the expert)",
+    "behaviour_steps": "steps of the behaviour run (its last policy is the expert)",
     "snapshot_every": "steps between policy snapshots",
     "dataset_steps": "steps per collected dataset",
     "eval_episodes": "episodes that score a snapshot and the references",
     "medium_fraction": "medium: the snapshot nearest this fraction of the expert's score",
     "collect_envs": "parallel environments when collecting",
     "seed": "seed of the behaviour run and the collection",
-    "preset": "RL preset of the behaviour learner",
+    "preset": "RL preset of the PPO behaviour learner",
+    "algo": "behaviour learner: ppo (with --preset) or sac (D4RL's)",
 }
 
 

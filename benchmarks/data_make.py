@@ -2,11 +2,13 @@
 
 For one control task (Hopper, Walker2d, HalfCheetah) the recipe is:
 
-1. **Behaviour run.** PPO with rl-baselines3-zoo's tuned settings (``--preset zoo``)
-   trains on the true reward in the raw environment (early termination ends episodes,
-   as in D4RL) for ``behaviour_steps``. Every ``snapshot_every`` steps it saves a
-   policy snapshot, scores it on ``eval_episodes`` deterministic episodes, and stores
-   the episodes training finished since the last snapshot (the replay data).
+1. **Behaviour run.** PPO with rl-baselines3-zoo's tuned settings (``--preset zoo``),
+   or SAC (``--algo sac``, D4RL's behaviour learner; its replay buffer is saved with
+   the newest snapshot so a resumed run keeps it), trains on the true reward in the raw
+   environment (early termination ends episodes, as in D4RL) for ``behaviour_steps``.
+   Every ``snapshot_every`` steps it saves a policy snapshot, scores it on
+   ``eval_episodes`` deterministic episodes, and stores the episodes training finished
+   since the last snapshot (the replay data).
 2. **References.** The last snapshot is the *expert*; its score and a uniformly random
    policy's are the normalised score's 100 and 0 (``ref_max_score``/``ref_min_score``).
 3. **Medium.** The snapshot whose normalised score is nearest ``medium_fraction``
@@ -39,9 +41,11 @@ from typing import Any
 import numpy as np
 
 from prefbench.agents import AGENTS, RunContext
+from prefbench.agents.baselines import TrueRewardAgent, TrueRewardConfig
 from prefbench.agents.presets import RL_PRESETS
 from prefbench.agents.reward_wrapper import make_training_env
-from prefbench.agents.sb3_agent import SB3Agent
+from prefbench.agents.rl import RLConfig
+from prefbench.agents.sb3_agent import REPLAY_BUFFER_FILE, SB3Agent
 from prefbench.benchmarks.data_config import DataMakeConfig
 from prefbench.benchmarks.run_folder import git_commit
 from prefbench.envs.data import CheckpointError, Trajectory
@@ -123,8 +127,6 @@ class DatasetBuilder:
 
     # ------------------------------------------------------------ behaviour run
     def _agent(self) -> SB3Agent:
-        spec = AGENTS.get("ppo")
-        rl_overrides = RL_PRESETS.get(self.config.preset).overrides(self.task_id)
         ctx = RunContext(
             task=self.task,
             seed=self.config.seed,
@@ -134,9 +136,26 @@ class DatasetBuilder:
             run_dir=self.dir,
             logger=logging.getLogger("prefbench.data"),
         )
-        agent = spec.build(ctx, None, rl_overrides)
+        if self.config.algo == "sac":
+            agent: object = TrueRewardAgent(ctx, None, TrueRewardConfig(rl=self._sac()))
+        else:
+            rl_overrides = RL_PRESETS.get(self.config.preset).overrides(self.task_id)
+            agent = AGENTS.get("ppo").build(ctx, None, rl_overrides)
         assert isinstance(agent, SB3Agent)
         return agent
+
+    def _sac(self) -> RLConfig:
+        """SAC as D4RL's behaviour runs and rl-baselines3-zoo's MuJoCo settings have it."""
+        return RLConfig(
+            algo="sac",
+            n_envs=1,
+            gamma=0.99,
+            net_arch=(256, 256),
+            algo_kwargs={
+                "learning_starts": min(10_000, self.config.behaviour_steps // 10),
+                "buffer_size": self.config.behaviour_steps,  # the whole run: nothing dropped
+            },
+        )
 
     def snapshots(self) -> list[dict[str, Any]]:
         """The behaviour run's snapshots (training it first where unfinished).
@@ -199,6 +218,8 @@ class DatasetBuilder:
         snaps.append({"step": step, "return": float(np.mean(returns)), "returns": returns})
         # The commit point: a snapshot counts once it is listed here.
         write_json(self.dir / "snapshots.json", {"snapshots": snaps})
+        for old in snaps[:-1]:  # only the newest snapshot's replay buffer is resumed from
+            (self._snapshot_dir(old["step"]) / REPLAY_BUFFER_FILE).unlink(missing_ok=True)
         self.log(
             f"{self.task_id}: {step:,}/{self.config.behaviour_steps:,} steps, "
             f"deterministic return {np.mean(returns):.1f}"
@@ -302,6 +323,11 @@ class DatasetBuilder:
         return Episodes.concatenate(parts)
 
     # ------------------------------------------------------------------ writing
+    def _learner_name(self) -> str:
+        if self.config.algo == "sac":
+            return "SAC (SB3 defaults, 256x256)"
+        return f"PPO ({self.config.preset} preset)"
+
     def write(self, task: OfflineTask) -> None:
         """Build ``task``'s dataset and install it in Minari's format."""
         episodes = self.episodes(task.quality)
@@ -315,10 +341,11 @@ class DatasetBuilder:
                 env,
                 ref_min_score=refs["random_return"],
                 ref_max_score=refs["expert_return"],
-                algorithm_name=f"prefbench PPO ({self.config.preset} preset), {task.quality}",
+                algorithm_name=f"prefbench {self._learner_name()}, {task.quality}",
                 description=(
-                    f"{task.quality} data for {self.task.env_id} in D4RL's manner, from a PPO "
-                    f"policy prefbench trained ({self.config.behaviour_steps:,} steps)."
+                    f"{task.quality} data for {self.task.env_id} in D4RL's manner, from a "
+                    f"{self.config.algo.upper()} policy prefbench trained "
+                    f"({self.config.behaviour_steps:,} steps)."
                 ),
                 extra={
                     "task": task.id,
@@ -328,8 +355,8 @@ class DatasetBuilder:
                     "command": f"prefbench data make {task.id}",
                     "config": asdict(self.config),
                     "behaviour": {
-                        "algo": "ppo",
-                        "preset": self.config.preset,
+                        "algo": self.config.algo,
+                        "preset": self.config.preset if self.config.algo == "ppo" else "",
                         "steps": self.config.behaviour_steps,
                         "snapshot_every": self.config.snapshot_every,
                     },

@@ -261,3 +261,42 @@ def test_data_make_builds_resumes_and_records(minari_root, monkeypatch):
     again: list[str] = []
     data_make.make_datasets("hopper-medium", config, log=again.append)
     assert again == ["hopper-medium: installed as prefbench/hopper/medium-v0"]
+
+
+def test_a_sac_behaviour_run_resumes_with_its_replay_buffer(minari_root, monkeypatch):
+    from prefbench.agents.sb3_agent import REPLAY_BUFFER_FILE, SB3Agent
+    from prefbench.benchmarks import data_make
+    from prefbench.benchmarks.data_config import DataMakeConfig
+    from prefbench.envs.offline_tasks import get_offline_task
+
+    config = DataMakeConfig(**{**TINY, "behaviour_steps": 600, "snapshot_every": 300}, algo="sac")
+    assert config.behaviour_key() != DataMakeConfig(**TINY).behaviour_key()
+    real_snapshot, real_load = data_make.DatasetBuilder._snapshot, SB3Agent.load_state
+    restored: list[int] = []
+
+    def killed_after_first(self, *args):
+        real_snapshot(self, *args)
+        raise KeyboardInterrupt
+
+    def load_state(self, directory):
+        step = real_load(self, directory)
+        restored.append(self.learner.replay_buffer.size())
+        return step
+
+    monkeypatch.setattr(data_make.DatasetBuilder, "_snapshot", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        data_make.make_datasets("hopper-medium-replay", config, log=lambda _: None)
+    monkeypatch.setattr(data_make.DatasetBuilder, "_snapshot", real_snapshot)
+    monkeypatch.setattr(SB3Agent, "load_state", load_state)
+    data_make.make_datasets("hopper-medium-replay", config, log=lambda _: None)
+    assert restored == [300]  # the transitions of the first 300 steps came back
+    behaviour = next(
+        d
+        for d in (minari_root / ".prefbench" / "behaviour").iterdir()
+        if d.name.endswith(config.behaviour_key())
+    )
+    kept = sorted(p.parent.name for p in behaviour.glob(f"snapshots/*/{REPLAY_BUFFER_FILE}"))
+    assert kept == ["000000600"]  # only the newest snapshot keeps its buffer
+    _, info = get_offline_task("hopper-medium-replay").load()
+    meta = info.metadata["prefbench"]
+    assert meta["behaviour"] == {"algo": "sac", "preset": "", "steps": 600, "snapshot_every": 300}
