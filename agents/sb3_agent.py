@@ -145,7 +145,8 @@ class SB3Agent:
     def save_state(self, directory: Path) -> None:
         """Write everything needed to continue training into ``directory``.
 
-        An off-policy learner (SAC) also writes its replay buffer, ``replay_buffer.pkl``.
+        An off-policy learner (SAC) also writes its replay buffer, ``replay_buffer.pkl``;
+        :meth:`load_state` restores it where the file is there.
         """
         self.save(directory)
         if isinstance(self.learner, OffPolicyAlgorithm):
@@ -176,8 +177,9 @@ class SB3Agent:
         if self.normalizer is not None:
             restore_normalizer(self.normalizer, directory / NORMALIZE_FILE)
         restore_learner(self.learner, directory / "policy.zip", step)
-        if isinstance(self.learner, OffPolicyAlgorithm):
-            buffer = directory / REPLAY_BUFFER_FILE
+        buffer = directory / REPLAY_BUFFER_FILE
+        # A state kept for acting only (an old data-make snapshot) may have dropped it.
+        if isinstance(self.learner, OffPolicyAlgorithm) and buffer.is_file():
             try:
                 self.learner.load_replay_buffer(buffer)
             except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:

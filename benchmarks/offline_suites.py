@@ -9,6 +9,8 @@ controls that tell whether the learned reward adds anything).
 
 from __future__ import annotations
 
+import dataclasses
+
 from prefbench.benchmarks.suites import AgentEntry, Suite
 
 #: The offline learners with a reward (BC has none).
@@ -50,6 +52,15 @@ OFFLINE_HALFCHEETAH_CPU = Suite(
     eval_episodes=5,
     accuracy_pairs=500,
     score="d4rl",
+)
+
+#: The same on our Hopper dataset (built with ``prefbench data make hopper --algo sac``).
+OFFLINE_HOPPER_CPU = dataclasses.replace(
+    OFFLINE_HALFCHEETAH_CPU,
+    name="offline-hopper-cpu",
+    description="about 15 minutes on 2 CPU cores: hopper-medium-replay (data make --algo sac), "
+    "500 labels, BC, 10%-BC, RWR, IQL on true/learned/zero/random rewards, 3 seeds, 5k updates",
+    tasks=("hopper-medium-replay",),
 )
 
 #: The issue's CPU suite: three datasets, every learner and control, 3 seeds.

@@ -435,7 +435,12 @@ register_suite(
 )
 
 # The offline suites (prefbench.benchmarks.offline_suites), imported when first named.
-for _name in ("offline-halfcheetah-cpu", "offline-mujoco-cpu", "offline-mujoco"):
+for _name in (
+    "offline-halfcheetah-cpu",
+    "offline-hopper-cpu",
+    "offline-mujoco-cpu",
+    "offline-mujoco",
+):
     SUITES.register(
         _name,
         f"prefbench.benchmarks.offline_suites:{_name.upper().replace('-', '_')}",
