@@ -11,7 +11,6 @@ frames, Pendulum), like rl-baselines3-zoo's ``record_video``.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -29,7 +28,7 @@ from prefbench.benchmarks.run_spec import RunSpec
 from prefbench.benchmarks.train import check_run, run_parts
 from prefbench.envs.data import CheckpointError, Trajectory
 from prefbench.envs.files import atomic_path
-from prefbench.envs.human.media import control_renderer
+from prefbench.envs.human.media import control_renderer, encode_clip
 from prefbench.envs.rollout import make_vec_env
 from prefbench.envs.seeding import int31_seed, scoped_torch
 
@@ -154,7 +153,7 @@ def evaluate_run(
         EpisodeResult(i, len(t), t.true_return, _learned_return(model, t))
         for i, t in enumerate(trajs)
     ]
-    if video is not None and renderer is not None:
+    if renderer is not None:
         write_video(video, _episode_frames(trajs, renderer.frames_of), renderer.fps)
     return results
 
@@ -189,19 +188,7 @@ def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
     if suffix == ".mp4":
         data = _mp4(frames, fps)
     elif suffix in (".webp", ".gif"):
-        from PIL import Image
-
-        images = [Image.fromarray(f) for f in frames]
-        out = io.BytesIO()
-        images[0].save(
-            out,
-            format=suffix[1:].upper(),
-            save_all=True,
-            append_images=images[1:],
-            duration=max(1, round(1000 / fps)),
-            loop=0,
-        )
-        data = out.getvalue()
+        data = encode_clip(frames, fps, suffix[1:].upper())
     else:
         raise ValueError(f"video must end in {', '.join(VIDEO_SUFFIXES)}, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)

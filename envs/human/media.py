@@ -60,29 +60,32 @@ class PairRenderer(Protocol):
         ...
 
 
-def encode_clip(frames: np.ndarray, fps: float = DEFAULT_FPS) -> bytes:
-    """A looping animated WebP of ``frames``.
+def encode_clip(frames: np.ndarray, fps: float = DEFAULT_FPS, image_format: str = "WEBP") -> bytes:
+    """A looping animation of ``frames``: animated WebP (or GIF).
 
     Args:
         frames: ``(T, H, W, 3)`` uint8 RGB frames.
         fps: Playback frames per second.
+        image_format: ``WEBP`` or ``GIF``.
     """
     from PIL import Image
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
         raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    if image_format not in ("WEBP", "GIF"):
+        raise ValueError(f"image_format must be WEBP or GIF, got {image_format!r}")
+    options = {"quality": 70, "method": 4} if image_format == "WEBP" else {}
     images = [Image.fromarray(f) for f in frames]
     out = io.BytesIO()
     images[0].save(
         out,
-        format="WEBP",
+        format=image_format,
         save_all=True,
         append_images=images[1:],
         duration=max(1, round(1000 / fps)),
         loop=0,
-        quality=70,
-        method=4,
+        **options,
     )
     return out.getvalue()
 
