@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from prefbench.agents.offline.rewards import RM_RETURN_SPEARMAN
 from prefbench.benchmarks.suites import AgentEntry, Suite
 
 #: The offline learners with a reward (BC has none).
@@ -52,6 +53,7 @@ OFFLINE_HALFCHEETAH_CPU = Suite(
     eval_episodes=5,
     accuracy_pairs=500,
     score="d4rl",
+    record_metrics=(RM_RETURN_SPEARMAN,),
 )
 
 #: The same on our Hopper dataset (built with ``prefbench data make hopper --algo sac``).
@@ -76,6 +78,7 @@ OFFLINE_MUJOCO_CPU = Suite(
     eval_episodes=5,
     accuracy_pairs=500,
     score="d4rl",
+    record_metrics=(RM_RETURN_SPEARMAN,),
 )
 
 #: The full grid: a GPU machine's job (the paper-sized DT, 100k updates, 5 seeds).
@@ -95,4 +98,5 @@ OFFLINE_MUJOCO = Suite(
     eval_episodes=10,
     accuracy_pairs=1000,
     score="d4rl",
+    record_metrics=(RM_RETURN_SPEARMAN,),
 )

@@ -12,7 +12,9 @@ Aggregates are pure functions of the records:
 Outputs: ``report.md`` (Markdown), ``report.tex`` (LaTeX tabulars), ``curves_<task>.png``
 (true return over steps, mean and 95% CI band per agent) and ``labels_<task>.png``
 (normalised final score against label budget); for text suites also the method table,
-frontier, compute and conditioning plots of :mod:`prefbench.benchmarks.lm_report`.
+frontier, compute and conditioning plots of :mod:`prefbench.benchmarks.lm_report`; for
+offline suites the learner-by-reward-source tables and target checks of
+:mod:`prefbench.benchmarks.offline_report`.
 """
 
 from __future__ import annotations
@@ -395,6 +397,12 @@ def write_report(results: Path) -> str:
         text = lm_report.text_table(records, ref, floor)
         markdown += "\n" + lm_report.to_markdown(text, lm_report.condition_table(records), ref)
         lm_report.plot_text(records, results)
+    from prefbench.benchmarks import offline_report
+
+    if offline_report.is_offline(records):
+        table = offline_report.source_table(records)
+        checks = offline_report.target_checks(table)
+        markdown += "\n" + offline_report.to_markdown(table, checks)
     header = f"# {suite['suite']} (suite version {suite['version']})\n\n"
     for name, text in (("report.md", header + markdown), ("report.tex", to_latex(tables))):
         write_text(results / name, text)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from prefbench.agents.offline.dt import (
     Config,
@@ -243,11 +244,31 @@ def test_target_return_and_rtg_scale_resolve():
         {"target_return": "quantile:1.5"},
         {"target_return": "quantile:x"},
         {"target_return": math.nan},
+        {"activation": "gelu"},
     ],
 )
 def test_bad_config_raises(bad):
     with pytest.raises(ValueError):
         Config(**bad)
+
+
+def test_blocks_use_the_configured_activation():
+    # The authors' DT runs GPT-2 with activation_function="relu"; the text encoder keeps
+    # GPT-2's gelu_new. A block's MLP must apply exactly the one asked for.
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16)
+    outs = {}
+    for name in ("relu", "gelu_new"):
+        torch.manual_seed(1)
+        block = CausalTransformer(1, 2, 16, 0.0, 5, activation=name).blocks[0].eval()
+        hidden = block.fc(block.ln_2(x))
+        expected = torch.relu(hidden) if name == "relu" else F.gelu(hidden, approximate="tanh")
+        assert torch.equal(block.activation(hidden), expected)
+        outs[name] = block(x, torch.ones(2, 1, 5, 5, dtype=torch.bool))
+    assert not torch.allclose(outs["relu"], outs["gelu_new"])
+    assert DTModel(3, 2, TINY).transformer.blocks[0].activation(torch.tensor(-1.0)) == 0
+    with pytest.raises(ValueError, match="activation"):
+        CausalTransformer(1, 1, 8, 0.0, 4, activation="swish")
 
 
 def test_action_bounds_scale_to_unit_interval_and_back():

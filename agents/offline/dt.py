@@ -6,8 +6,9 @@ predicts ``a_t`` from the token ``s_t``, which sees ``R_t`` but not ``a_t``. Act
 from a target return and subtracts each reward received: asking for a high return asks
 for the actions that led to high returns in the data. Defaults are the paper's MuJoCo
 settings (appendix A, the authors' ``gym/experiment.py``): ``K = 20``, width 128, 3
-layers, 1 head, dropout 0.1; AdamW (lr 1e-4, weight decay 1e-4 on every parameter, as
-theirs), linear warm-up over 10,000 updates, gradient norm clipped at 0.25, batch 64.
+layers, 1 head, dropout 0.1, ReLU in the blocks' MLPs (their ``activation_function``);
+AdamW (lr 1e-4, weight decay 1e-4 on every parameter, as theirs), linear warm-up over
+10,000 updates, gradient norm clipped at 0.25, batch 64.
 As in their code: no position embeddings but a learned embedding of the step's timestep
 in its episode added to its three tokens (timesteps past ``max_timestep`` share the last
 row), LayerNorm on the embedded sequence, observations standardised by the dataset's
@@ -42,7 +43,11 @@ from torch import nn
 from prefbench.agents.device import resolve_device
 from prefbench.agents.offline.dt_policy import DTPolicy
 from prefbench.agents.offline.objectives import warmup_scheduler
-from prefbench.agents.offline.transformer import CausalTransformer, set_dropout_generator
+from prefbench.agents.offline.transformer import (
+    ACTIVATIONS,
+    CausalTransformer,
+    set_dropout_generator,
+)
 from prefbench.envs.episodes import Episodes
 from prefbench.envs.seeding import make_torch_generator, stream_seed
 
@@ -57,6 +62,8 @@ class Config:
         n_layer: Transformer blocks.
         n_head: Attention heads.
         dropout: Dropout everywhere in the transformer.
+        activation: The blocks' MLP activation: ``"relu"`` (the authors' default) or
+            ``"gelu_new"`` (GPT-2's).
         lr: AdamW learning rate after warm-up.
         weight_decay: AdamW weight decay.
         warmup_steps: Update ``i`` uses ``lr * min((i + 1) / warmup_steps, 1)``; 0: none.
@@ -76,6 +83,7 @@ class Config:
     n_layer: int = 3
     n_head: int = 1
     dropout: float = 0.1
+    activation: str = "relu"
     lr: float = 1e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 10_000
@@ -92,6 +100,10 @@ class Config:
         ]
         if self.n_head >= 1 and self.n_embd % self.n_head:
             problems.append(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if self.activation not in ACTIVATIONS:
+            problems.append(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
+            )
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if not (self.lr > 0 and self.weight_decay >= 0 and self.warmup_steps >= 0):
@@ -162,7 +174,12 @@ class DTModel(nn.Module):
         self.embed_action = nn.Linear(act_dim, h)
         self.embed_ln = nn.LayerNorm(h)
         self.transformer = CausalTransformer(
-            config.n_layer, config.n_head, h, config.dropout, 3 * config.context_length
+            config.n_layer,
+            config.n_head,
+            h,
+            config.dropout,
+            3 * config.context_length,
+            config.activation,
         )
         self.predict_action = nn.Linear(h, act_dim)
 

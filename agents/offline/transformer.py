@@ -4,7 +4,8 @@
 caller embeds its tokens (Decision Transformer adds timestep embeddings instead of
 positions, as the original removes GPT-2's ``wpe``) and gets back one hidden state per
 token. Each block is pre-LN: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``, the MLP 4x
-wide with GPT-2's tanh-approximated GELU, and a final LayerNorm after the last block.
+wide with GPT-2's tanh-approximated GELU (or ReLU: the Decision Transformer authors' setting
+of GPT-2's ``activation_function``), and a final LayerNorm after the last block.
 Weights start as GPT-2's: normal(0, 0.02), zero biases, the residual projections scaled
 by ``1 / sqrt(2 * n_layer)``.
 
@@ -22,6 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from prefbench.agents.encoders import SeededDropout
+
+#: The MLP activations a block can use, by GPT-2's ``activation_function`` names.
+ACTIVATIONS = {
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
 
 
 def set_dropout_generator(module: nn.Module, generator: torch.Generator | None) -> None:
@@ -65,8 +72,15 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     """One pre-LN GPT-2 block (attention, then the 4x MLP), each with a residual."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
+    def __init__(
+        self, n_embd: int, n_head: int, dropout: float, activation: str = "gelu_new"
+    ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+            )
+        self.activation = ACTIVATIONS[activation]
         self.ln_1 = nn.LayerNorm(n_embd)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout)
         self.ln_2 = nn.LayerNorm(n_embd)
@@ -77,7 +91,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """``(B, L, H) -> (B, L, H)``."""
         x = x + self.attn(self.ln_1(x), allowed)
-        return x + self.mlp_drop(self.proj(F.gelu(self.fc(self.ln_2(x)), approximate="tanh")))
+        return x + self.mlp_drop(self.proj(self.activation(self.fc(self.ln_2(x)))))
 
 
 class CausalTransformer(nn.Module):
@@ -94,10 +108,18 @@ class CausalTransformer(nn.Module):
         dropout: Dropout on the input embeddings, attention weights and residual branches
             (GPT-2's ``embd_pdrop``, ``attn_pdrop``, ``resid_pdrop`` all at this value).
         max_tokens: Longest sequence ``L`` accepted.
+        activation: The MLP's activation, a key of :data:`ACTIVATIONS` (GPT-2's
+            ``gelu_new`` by default).
     """
 
     def __init__(
-        self, n_layer: int, n_head: int, n_embd: int, dropout: float, max_tokens: int
+        self,
+        n_layer: int,
+        n_head: int,
+        n_embd: int,
+        dropout: float,
+        max_tokens: int,
+        activation: str = "gelu_new",
     ) -> None:
         super().__init__()
         if min(n_layer, n_head, n_embd, max_tokens) < 1:
@@ -105,7 +127,9 @@ class CausalTransformer(nn.Module):
         self.n_embd = n_embd
         self.max_tokens = max_tokens
         self.drop = SeededDropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(
+            Block(n_embd, n_head, dropout, activation) for _ in range(n_layer)
+        )
         self.ln_f = nn.LayerNorm(n_embd)
         self.register_buffer(
             "causal", torch.ones(max_tokens, max_tokens, dtype=torch.bool).tril(), persistent=False
