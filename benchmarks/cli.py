@@ -151,6 +151,14 @@ def _build_parser() -> argparse.ArgumentParser:
     of.add_argument("--act-dim", type=int, default=6)
     of.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     of.add_argument("--device", default="cpu")
+    of.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="learner setting, e.g. hidden_sizes=64,64 or n_embd=64 (repeatable)",
+    )
     from prefbench.benchmarks.lm_perf import add_parser as add_lm_perf
 
     add_lm_perf(psub)

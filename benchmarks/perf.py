@@ -324,6 +324,7 @@ def offline_throughput(args: argparse.Namespace) -> tuple[float, float]:
     ``S`` single-seed runs would share a machine's cores. Rounds alternate (batched,
     separate, batched, ...) so drifting machine speed affects both alike.
     """
+    from prefbench.agents.config import apply_overrides
     from prefbench.agents.offline.learners import get_learner
 
     entry = get_learner(args.learner)
@@ -333,7 +334,7 @@ def offline_throughput(args: argparse.Namespace) -> tuple[float, float]:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     data = _synthetic_episodes(args.obs_dim, args.act_dim, args.steps, 1000, 0)
     low, high = -np.ones(args.act_dim, np.float32), np.ones(args.act_dim, np.float32)
-    cls, config = entry.cls, entry.config
+    cls, config = entry.cls, apply_overrides(entry.config, getattr(args, "overrides", []))
     seeds = list(range(args.seeds))
 
     def time_updates(learners: list, n: int) -> float:
@@ -355,7 +356,7 @@ def offline_throughput(args: argparse.Namespace) -> tuple[float, float]:
     print(
         f"{args.learner}, S={args.seeds} seeds, {args.updates} updates x {args.rounds} rounds, "
         f"{torch.get_num_threads()} threads, device {args.device}, {len(data):,} steps of "
-        f"{args.obs_dim}-dim observations:\n"
+        f"{args.obs_dim}-dim observations{''.join(f', {o}' for o in args.overrides)}:\n"
         f"  batched:  {batched:8.1f} seed-updates/s ({batched / args.seeds:.1f} updates/s)\n"
         f"  separate: {separate_rate:8.1f} seed-updates/s\n"
         f"  batched / separate: {batched / separate_rate:.2f}x"

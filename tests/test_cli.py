@@ -283,11 +283,25 @@ def test_perf_bn_calibration_reports_both_accuracies(capsys):
         ("perf", "reward-model", "--encoder", "cnn", "--frame-stack", "0"),
         ("perf", "bn-calibration", "--task", "pendulum"),
         ("perf", "bn-calibration", "--pairs", "10", "--train-pairs", "10"),
+        ("perf", "offline", "--learner", "nope"),
+        ("perf", "offline", "--seeds", "0"),
+        ("perf", "offline", "--set", "nope=1"),
+        ("perf", "offline", "--learner", "dt", "--set", "n_embd=0"),
     ],
 )
 def test_perf_bad_input_exits_2(argv, capsys):
     code, _, err = run(capsys, *argv)
     assert code == 2 and err.startswith("prefbench: error:") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("learner", "setting"), [("rwr", "hidden_sizes=8,8"), ("dt", "n_embd=8")])
+def test_perf_offline_compares_batched_and_separate_seeds(learner, setting, capsys):
+    code, out, _ = run(
+        capsys, "perf", "offline", "--learner", learner, "--seeds", "2", "--updates", "2",
+        "--rounds", "1", "--steps", "2000", "--threads", "1", "--set", setting,
+    )  # fmt: skip
+    assert code == 0, out
+    assert setting in out and "batched / separate:" in out
 
 
 def test_perf_overhead_compares_an_agent_with_its_baseline(capsys, tmp_path):
