@@ -2,7 +2,7 @@
 
 ``apply_overrides(config, ["rl.ent_coef=0", "reward.hidden_sizes=32,32"])`` returns a new
 config; each value is parsed by the type annotation of its field (int, float, bool, str,
-tuples, optionals, nested dataclasses, JSON for dicts). Nothing is ever ``eval``-ed.
+literals, tuples, optionals, nested dataclasses, JSON for dicts). Nothing is ever ``eval``-ed.
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ def _parse(value: str, tp: Any, key: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{key}: cannot parse {value!r}")
+    if origin is typing.Literal:
+        for option in args:
+            if str(option) == value:
+                return option
+        choices = ", ".join(str(a) for a in args)
+        raise ConfigError(f"{key}: expected one of {choices}, got {value!r}")
     if origin is tuple:
         items = [v for v in value.split(",") if v.strip()] if value.strip() else []
         elem = args[0] if args else str

@@ -58,6 +58,20 @@ def test_overrides_optional_and_bool_spellings():
     assert apply_overrides(BASE, []) is BASE
 
 
+def test_overrides_parse_literal_fields():
+    # Fields typed Literal[...] (alone or in a union) take exactly their listed values.
+    from prefbench.agents.offline import iql, rwr
+
+    assert apply_overrides(rwr.Config(), ["weight_by=return"]).weight_by == "return"
+    assert apply_overrides(iql.Config(), ["reward_scale=dataset"]).reward_scale == "dataset"
+    assert apply_overrides(iql.Config(), ["reward_scale=2.5"]).reward_scale == 2.5
+    for bad in (["weight_by=Return"], ["weight_by="]):
+        with pytest.raises(ConfigError, match="expected one of return_to_go, return"):
+            apply_overrides(rwr.Config(), bad)
+    with pytest.raises(ConfigError):
+        apply_overrides(iql.Config(), ["reward_scale=best"])
+
+
 @pytest.mark.parametrize(
     "override",
     [
