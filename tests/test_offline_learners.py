@@ -400,7 +400,8 @@ def test_filtering_weights_and_scales_from_the_data():
     assert set(data.episode_of_step[idx.numpy().ravel()]) <= set(kept)
     # RWR: standardised scores, weights of mean 1 over the steps (no clip binds here).
     for weight_by in ("return_to_go", "return"):
-        learner = rwr.RWR(data, LOW, HIGH, rwr.Config(**SMALL, weight_by=weight_by), [0])
+        config = rwr.Config(**SMALL, weight_by=weight_by, beta=1.0)
+        learner = rwr.RWR(data, LOW, HIGH, config, [0])
         scores = rwr.step_scores(data, learner.config)
         assert scores.mean() == pytest.approx(0, abs=1e-9) and scores.std() == pytest.approx(1)
         assert learner.weights.mean() == pytest.approx(1)
