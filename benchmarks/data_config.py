@@ -86,6 +86,20 @@ _HELP = {
 }
 
 
+def command_line(name: str, config: DataMakeConfig) -> str:
+    """The ``prefbench data make`` command that builds ``name`` with ``config``.
+
+    Settings at their defaults are left out, so the line is the one a user would type.
+    """
+    default = DataMakeConfig()
+    flags = [
+        f"--{f.name.replace('_', '-')} {getattr(config, f.name)}"
+        for f in dataclasses.fields(DataMakeConfig)
+        if getattr(config, f.name) != getattr(default, f.name)
+    ]
+    return " ".join(["prefbench data make", name, *flags])
+
+
 def config_flags() -> list[tuple[str, object, type, str]]:
     """``(flag, default, type, help)`` for every :class:`DataMakeConfig` field."""
     out = []

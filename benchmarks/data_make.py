@@ -46,7 +46,7 @@ from prefbench.agents.presets import RL_PRESETS
 from prefbench.agents.reward_wrapper import make_training_env
 from prefbench.agents.rl import RLConfig
 from prefbench.agents.sb3_agent import REPLAY_BUFFER_FILE, SB3Agent
-from prefbench.benchmarks.data_config import DataMakeConfig
+from prefbench.benchmarks.data_config import DataMakeConfig, command_line
 from prefbench.benchmarks.run_folder import git_commit
 from prefbench.envs.data import CheckpointError, Trajectory
 from prefbench.envs.episodes import Episodes, load_episodes, save_episodes
@@ -215,7 +215,14 @@ class DatasetBuilder:
                 Episodes.from_trajectories(chunk), self.dir / "replay" / f"{step:09d}.npz"
             )
         returns = self._score(lambda obs: agent.act(obs, deterministic=True))
-        snaps.append({"step": step, "return": float(np.mean(returns)), "returns": returns})
+        snaps.append(
+            {
+                "step": step,
+                "return": float(np.mean(returns)),
+                "returns": returns,
+                "commit": git_commit(),  # the code that trained up to here
+            }
+        )
         # The commit point: a snapshot counts once it is listed here.
         write_json(self.dir / "snapshots.json", {"snapshots": snaps})
         for old in snaps[:-1]:  # only the newest snapshot's replay buffer is resumed from
@@ -352,13 +359,17 @@ class DatasetBuilder:
                     "control_task": self.task_id,
                     "quality": task.quality,
                     "commit": git_commit(),
-                    "command": f"prefbench data make {task.id}",
+                    "command": command_line(task.id, self.config),
                     "config": asdict(self.config),
                     "behaviour": {
                         "algo": self.config.algo,
                         "preset": self.config.preset if self.config.algo == "ppo" else "",
                         "steps": self.config.behaviour_steps,
                         "snapshot_every": self.config.snapshot_every,
+                        # Snapshots taken before commits were recorded have none.
+                        "commits": sorted(
+                            {str(x["commit"]) for x in self.snapshots() if x.get("commit")}
+                        ),
                     },
                     "references": refs,
                     "steps": len(episodes),

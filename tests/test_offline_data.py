@@ -240,10 +240,12 @@ def test_data_make_builds_resumes_and_records(minari_root, monkeypatch):
         assert episodes.terminations.any()  # Hopper falls: raw episodes terminate
         assert episodes.truncations[-1]  # the episodes in flight at the end are kept
         meta = info.metadata["prefbench"]
-        assert (
-            meta["quality"] == quality
-            and meta["command"] == f"prefbench data make hopper-{quality}"
+        # The command rebuilds it: every setting away from its default is a flag.
+        assert meta["quality"] == quality and meta["command"] == (
+            f"prefbench data make hopper-{quality} --behaviour-steps 1024 --snapshot-every 512"
+            " --dataset-steps 300 --eval-episodes 2 --collect-envs 2"
         )
+        assert meta["behaviour"]["commits"] == sorted({s["commit"] for s in snaps if s["commit"]})
         assert meta["references"]["expert_step"] == 1024
         assert info.ref_min_score == meta["references"]["random_return"]
     medium, _ = tasks["medium"].load()
