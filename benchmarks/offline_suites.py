@@ -90,6 +90,21 @@ OFFLINE_MUJOCO_CPU = Suite(
     record_metrics=(RM_RETURN_SPEARMAN,),
 )
 
+#: Label budgets on the two medium-replay datasets: the learners that read a learned
+#: reward step by step or by episode (10%-BC, RWR, IQL; DT is too slow here) at 100, 500
+#: and 2,000 labels. Their true-reward and control references are offline-mujoco-cpu's.
+OFFLINE_LABELS_CPU = dataclasses.replace(
+    OFFLINE_MUJOCO_CPU,
+    name="offline-labels-cpu",
+    description="about 30 minutes on 2 CPU cores: hopper/walker2d-medium-replay, "
+    "pref-mle-filter, pref-rwr, pref-iql at 100 / 500 / 2,000 labels, 3 seeds, 5k updates",
+    tasks=("hopper-medium-replay", "walker2d-medium-replay"),
+    agents=tuple(
+        AgentEntry(f"pref-{learner}", label_budgets=(100, 500, 2000))
+        for learner in ("mle-filter", "rwr", "iql")
+    ),
+)
+
 #: The full grid: a GPU machine's job (the paper-sized DT, 100k updates, 5 seeds).
 OFFLINE_MUJOCO = Suite(
     name="offline-mujoco",

@@ -439,6 +439,7 @@ for _name in (
     "offline-halfcheetah-cpu",
     "offline-hopper-cpu",
     "offline-mujoco-cpu",
+    "offline-labels-cpu",
     "offline-mujoco",
 ):
     SUITES.register(
