@@ -155,6 +155,9 @@ def _learned_columns(table: pd.DataFrame) -> list[str]:
 def target_checks(table: pd.DataFrame) -> pd.DataFrame:
     """The suite's targets, one row per check and dataset (see the module docstring).
 
+    Values are shown to three decimals so that a comparison reads as decided (the
+    tables round to two).
+
     Args:
         table: :func:`source_table`'s output.
 
@@ -176,7 +179,7 @@ def target_checks(table: pd.DataFrame) -> pd.DataFrame:
             add(
                 task,
                 "gate: dt >= mle-filter >= bc (true reward)",
-                f"{dt.iqm:.2f} / {mle.iqm:.2f} / {bc.iqm:.2f}",
+                f"{dt.iqm:.3f} / {mle.iqm:.3f} / {bc.iqm:.3f}",
                 "ordered",
                 bool(dt.iqm >= mle.iqm >= bc.iqm),
             )
@@ -185,7 +188,7 @@ def target_checks(table: pd.DataFrame) -> pd.DataFrame:
             add(
                 task,
                 "gate: zero-dt below dt beyond the intervals",
-                f"{_fmt(zero_dt.high, 2)} < {_fmt(dt.low, 2)}",
+                f"{_fmt(zero_dt.high, 3)} < {_fmt(dt.low, 3)}",
                 "upper < lower",
                 bool(zero_dt.high < dt.low),
             )
@@ -202,7 +205,7 @@ def target_checks(table: pd.DataFrame) -> pd.DataFrame:
                     add(
                         task,
                         f"pref-{learner} / {learner} ({labels})",
-                        f"{pref.iqm:.2f} / {true.iqm:.2f} = {_fmt(ratio, 2)}",
+                        f"{pref.iqm:.3f} / {true.iqm:.3f} = {_fmt(ratio, 2)}",
                         f">= {share}",
                         bool(ratio >= share),
                     )
@@ -211,7 +214,7 @@ def target_checks(table: pd.DataFrame) -> pd.DataFrame:
                     add(
                         task,
                         f"pref-{learner} above zero-{learner} beyond the intervals ({labels})",
-                        f"{_fmt(pref.low, 2)} > {_fmt(zero.high, 2)}",
+                        f"{_fmt(pref.low, 3)} > {_fmt(zero.high, 3)}",
                         "lower > upper",
                         bool(pref.low > zero.high),
                     )
