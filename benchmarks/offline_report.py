@@ -267,9 +267,9 @@ def to_markdown(table: pd.DataFrame, checks: pd.DataFrame) -> str:
         if task != ALL_TASKS and not learned.empty:
             by_budget = learned.groupby("column")[["rm_accuracy", RM_RETURN_SPEARMAN]].mean()
             notes = [
-                f"{c}: rm accuracy {_fmt(v['rm_accuracy'], 3)}, Spearman of learned and true "
-                f"episode returns {_fmt(v[RM_RETURN_SPEARMAN], 3)}"
-                for c, v in by_budget.iterrows()
+                f"{c}: rm accuracy {_fmt(by_budget.at[c, 'rm_accuracy'], 3)}, Spearman of "
+                f"learned and true episode returns {_fmt(by_budget.at[c, RM_RETURN_SPEARMAN], 3)}"
+                for c in _learned_columns(learned)
             ]
             lines += ["", "; ".join(notes) + "."]
         lines.append("")

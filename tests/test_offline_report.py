@@ -17,28 +17,36 @@ from prefbench.benchmarks.offline_report import (
 from prefbench.benchmarks.report import iqm_stratified_ci
 
 
-def _records(finals: dict[str, list[float]], tasks=("hopper-medium-replay",), spearman=0.95):
-    """Records of two evaluations per cell; the last one's score is given per agent."""
+def _records(
+    finals: dict[str, list[float]],
+    tasks=("hopper-medium-replay",),
+    spearman=0.95,
+    budgets=(500,),
+):
+    """Records of two evaluations per cell; the last one's score is given per agent.
+
+    ``pref-*`` agents get a cell per label budget; ``rm_accuracy`` is ``budget / 1e4``.
+    """
     rows = []
     for task in tasks:
         for agent, scores in finals.items():
-            budget = 500 if agent.startswith("pref-") else 0
-            for seed, score in enumerate(scores):
-                for steps, value in ((0, 0.0), (1000, score)):
-                    rows.append(
-                        {
-                            "task": task,
-                            "cell": f"{task}-{agent}-{seed}",
-                            "agent": agent,
-                            "agent_name": agent,
-                            "label_budget": budget,
-                            "seed": seed,
-                            "steps": steps,
-                            "normalized_score": value,
-                            "rm_accuracy": 0.9 if budget else math.nan,
-                            "rm_return_spearman": spearman if budget else math.nan,
-                        }
-                    )
+            for budget in budgets if agent.startswith("pref-") else (0,):
+                for seed, score in enumerate(scores):
+                    for steps, value in ((0, 0.0), (1000, score)):
+                        rows.append(
+                            {
+                                "task": task,
+                                "cell": f"{task}-{agent}-{budget}-{seed}",
+                                "agent": agent,
+                                "agent_name": agent,
+                                "label_budget": budget,
+                                "seed": seed,
+                                "steps": steps,
+                                "normalized_score": value,
+                                "rm_accuracy": budget / 1e4 if budget else math.nan,
+                                "rm_return_spearman": spearman if budget else math.nan,
+                            }
+                        )
     return pd.DataFrame(rows)
 
 
@@ -73,7 +81,7 @@ def test_table_holds_the_final_scores_iqm_and_interval():
     row = table[(table["learner"] == "dt") & (table["column"] == "learned (500)")].iloc[0]
     point, low, high = iqm_stratified_ci([np.array(FINALS["pref-dt"])])
     assert (row.runs, row.iqm, row.low, row.high) == (3, point, low, high)
-    assert row.rm_accuracy == pytest.approx(0.9) and row.rm_return_spearman == pytest.approx(0.95)
+    assert row.rm_accuracy == pytest.approx(0.05) and row.rm_return_spearman == pytest.approx(0.95)
     assert set(table["column"]) == {"none", "true", "learned (500)", "zero", "random"}
     assert ALL_TASKS not in set(table["task"])  # one dataset: nothing to pool
 
@@ -113,3 +121,12 @@ def test_markdown_has_a_row_per_learner_and_the_checks():
     assert text.index("| bc |") < text.index("| iql |") < text.index("| dt |")
     assert "### Targets" in text and "**no**" in text
     assert to_markdown(table.iloc[0:0], target_checks(table.iloc[0:0])) == ""
+
+
+def test_label_budgets_read_in_numeric_order():
+    table = source_table(_records(FINALS, budgets=(2000, 100, 500)))
+    text = to_markdown(table, target_checks(table))
+    assert "| true | learned (100) | learned (500) | learned (2000) | zero |" in text
+    notes = next(line for line in text.splitlines() if line.startswith("learned (100): "))
+    assert notes.index("(100): rm accuracy 0.010") < notes.index("(500): rm accuracy 0.050")
+    assert notes.index("(500): ") < notes.index("(2000): rm accuracy 0.200")
