@@ -124,3 +124,24 @@ OFFLINE_MUJOCO = Suite(
     score="d4rl",
     record_metrics=(RM_RETURN_SPEARMAN,),
 )
+
+#: The true-reward gate where the medium-replay sets fail it: the two medium-expert sets
+#: with early termination, BC, 10%-BC and the CPU-sized DT on the true, a learned (500
+#: labels) and the zero reward. A dataset passes when DT >= 10%-BC >= BC and the
+#: zero-reward DT is below DT beyond the intervals (the report's "Targets").
+OFFLINE_GATE_CPU = dataclasses.replace(
+    OFFLINE_MUJOCO_CPU,
+    name="offline-gate-cpu",
+    description="about 45 minutes on 2 CPU cores: hopper/walker2d-medium-expert, BC, "
+    "10%-BC and CPU-sized DT on true/learned (500)/zero rewards, 3 seeds, 5k updates",
+    tasks=("hopper-medium-expert", "walker2d-medium-expert"),
+    agents=(
+        AgentEntry("bc"),
+        AgentEntry("mle-filter"),
+        AgentEntry("pref-mle-filter", label_budgets=(500,)),
+        AgentEntry("zero-mle-filter"),
+        AgentEntry("dt", overrides=DT_CPU),
+        AgentEntry("pref-dt", label_budgets=(500,), overrides=DT_CPU),
+        AgentEntry("zero-dt", overrides=DT_CPU),
+    ),
+)

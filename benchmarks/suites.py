@@ -440,6 +440,7 @@ for _name in (
     "offline-hopper-cpu",
     "offline-mujoco-cpu",
     "offline-labels-cpu",
+    "offline-gate-cpu",
     "offline-mujoco",
 ):
     SUITES.register(
