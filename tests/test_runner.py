@@ -257,3 +257,18 @@ def test_ray_backend_runs_a_tiny_suite(plugin, tmp_path):
     assert outcome.finished == 2 and outcome.failed == ()
     records = pd.read_csv(out / "records.csv")
     assert set(records["agent"]) == {"ppo", "random"}
+
+
+def test_every_registered_suite_expands_to_distinct_cells():
+    for name in SUITES:
+        suite = SUITES.get(name)
+        try:
+            cells = suite.cells(seeds=1)
+        except ValueError as err:  # suites that need a user's checkpoint (lm)
+            assert "needs --set" in str(err), name
+            continue
+        assert len({c.key for c in cells}) == len(cells) > 0, name
+    gate = SUITES.get("offline-gate-cpu").cells(seeds=1)
+    budgets = {c.spec.agent: c.spec.label_budget for c in gate}
+    assert budgets["pref-dt"] == budgets["pref-mle-filter"] == 500
+    assert {budgets[a] for a in ("bc", "dt", "zero-dt", "mle-filter", "zero-mle-filter")} == {0}
