@@ -26,16 +26,16 @@ def offline_agents(
     label_budgets: tuple[int, ...],
     learners: tuple[str, ...] = LEARNERS,
     dt_overrides: tuple[str, ...] = (),
+    controls: tuple[str, ...] = ("zero", "random"),
 ) -> tuple[AgentEntry, ...]:
-    """BC, then each learner on the true, learned, zero and random rewards."""
+    """BC, then each learner on the true and learned rewards and the ``controls``."""
     out = [AgentEntry("bc")]
     for learner in learners:
         overrides = dt_overrides if learner == "dt" else ()
         out += [
             AgentEntry(learner, overrides=overrides),
             AgentEntry(f"pref-{learner}", label_budgets=label_budgets, overrides=overrides),
-            AgentEntry(f"zero-{learner}", overrides=overrides),
-            AgentEntry(f"random-{learner}", overrides=overrides),
+            *(AgentEntry(f"{c}-{learner}", overrides=overrides) for c in controls),
         ]
     return tuple(out)
 
@@ -135,13 +135,5 @@ OFFLINE_GATE_CPU = dataclasses.replace(
     description="about 45 minutes on 2 CPU cores: hopper/walker2d-medium-expert, BC, "
     "10%-BC and CPU-sized DT on true/learned (500)/zero rewards, 3 seeds, 5k updates",
     tasks=("hopper-medium-expert", "walker2d-medium-expert"),
-    agents=(
-        AgentEntry("bc"),
-        AgentEntry("mle-filter"),
-        AgentEntry("pref-mle-filter", label_budgets=(500,)),
-        AgentEntry("zero-mle-filter"),
-        AgentEntry("dt", overrides=DT_CPU),
-        AgentEntry("pref-dt", label_budgets=(500,), overrides=DT_CPU),
-        AgentEntry("zero-dt", overrides=DT_CPU),
-    ),
+    agents=offline_agents((500,), ("mle-filter", "dt"), DT_CPU, controls=("zero",)),
 )
