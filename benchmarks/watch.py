@@ -4,7 +4,10 @@ The run's agent is rebuilt from its ``config.json`` and restored from ``checkpoi
 (the end state a finished run saves; an unfinished run's latest resume state otherwise).
 It plays fresh episodes of the task (of the control task, for an offline run), seeded
 apart from training's evaluations; each episode's true return is printed with the
-learned reward's sum over it where the run has a reward model. The video shows the
+learned reward's sum over it where the run has a reward model, and an offline run's
+D4RL score. A Decision Transformer run can be asked for another target return than it
+trained with (``--target-return``, any value of its ``learner.target_return``): the
+target only steers acting, so the same weights answer each one. The video shows the
 episodes one after another as the labelling page draws clips (MuJoCo offscreen, Atari
 frames, Pendulum), like rl-baselines3-zoo's ``record_video``.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from prefbench.benchmarks.train import check_run, run_parts
 from prefbench.envs.data import CheckpointError, Trajectory
 from prefbench.envs.files import atomic_path
 from prefbench.envs.human.media import control_renderer, encode_clip
+from prefbench.envs.minari_io import DatasetInfo
 from prefbench.envs.rollout import make_vec_env
 from prefbench.envs.seeding import int31_seed, scoped_torch
 
@@ -45,20 +49,37 @@ class EpisodeResult:
         steps: Its length in environment steps.
         true_return: The environment's reward summed over it (never shown to the agent).
         learned_return: The run's reward model's reward summed over it (NaN without one).
+        d4rl_score: The true return as D4RL's normalised score (offline runs whose
+            dataset has reference returns; NaN otherwise).
+        target_return: The return a Decision Transformer asked for, unscaled (NaN for
+            other agents).
+        seed: The seed the episodes were played from.
     """
 
     episode: int
     steps: int
     true_return: float
     learned_return: float
+    d4rl_score: float = math.nan
+    target_return: float = math.nan
+    seed: int = 0
 
 
-def load_agent(run_dir: Path, device: str = "cpu") -> tuple[Agent, Any, int]:
+def load_agent(
+    run_dir: Path, device: str = "cpu", target_return: str | None = None
+) -> tuple[Agent, Any, int]:
     """The agent of a run folder restored from its saved state, the run's task and seed.
+
+    Args:
+        run_dir: The run folder.
+        device: Torch device.
+        target_return: A Decision Transformer run's ``learner.target_return`` to act
+            with instead of its own (a number, ``dataset_max`` or ``quantile:q``).
 
     Raises:
         ValueError: ``run_dir`` is not a prefbench run folder, or its state cannot be
-            restored (a run that saved nothing yet, a foreign or corrupt checkpoint).
+            restored (a run that saved nothing yet, a foreign or corrupt checkpoint), or
+            ``target_return`` is given for a run that is not a Decision Transformer's.
     """
     config_path = run_dir / "config.json"
     try:
@@ -69,6 +90,8 @@ def load_agent(run_dir: Path, device: str = "cpu") -> tuple[Agent, Any, int]:
         raise ValueError(f"{run_dir} is not a prefbench run folder ({config_path}: {exc})") from exc
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{config_path} is not a prefbench run config ({exc})") from exc
+    if target_return is not None:
+        spec = _with_target_return(spec, target_return)
     task, agent_spec = check_run(spec)
     if task.kind == "text":
         raise ValueError(
@@ -95,6 +118,19 @@ def load_agent(run_dir: Path, device: str = "cpu") -> tuple[Agent, Any, int]:
     return agent, task, spec.seed
 
 
+def _with_target_return(spec: RunSpec, target_return: str) -> RunSpec:
+    """``spec`` acting at ``target_return``; refused unless its agent is a Decision Transformer."""
+    from prefbench.agents import AGENTS
+    from prefbench.agents.offline import dt
+
+    if not isinstance(getattr(AGENTS.get(spec.agent).config, "learner", None), dt.Config):
+        raise ValueError(
+            f"--target-return steers a Decision Transformer; agent {spec.agent!r} is not one"
+        )
+    # The run's own overrides stay; the last setting of a key wins.
+    return replace(spec, overrides=(*spec.overrides, f"learner.target_return={target_return}"))
+
+
 def _state_dir(run_dir: Path) -> Path:
     """``checkpoints/`` of a finished run, else the latest resume state."""
     final = run_dir / "checkpoints"
@@ -117,6 +153,7 @@ def evaluate_run(
     seed: int | None = None,
     video: Path | None = None,
     device: str = "cpu",
+    target_return: str | None = None,
 ) -> list[EpisodeResult]:
     """Play ``episodes`` fresh episodes with a run's agent; optionally write their video.
 
@@ -126,6 +163,8 @@ def evaluate_run(
         seed: Seed of the episodes (default: from the run's seed, apart from training's).
         video: Where to write the episodes' video (``.webp``, ``.gif`` or ``.mp4``).
         device: Torch device for the agent and its reward model.
+        target_return: A Decision Transformer run's target return to act with instead
+            of its own (see :func:`load_agent`).
 
     Raises:
         ValueError: Bad arguments or a run folder that cannot be evaluated.
@@ -138,7 +177,7 @@ def evaluate_run(
         raise ValueError(f"video must end in {', '.join(VIDEO_SUFFIXES)}, got {video.name!r}")
     if not run_dir.is_dir():
         raise ValueError(f"no run folder {run_dir}")
-    agent, task, run_seed = load_agent(run_dir, device)
+    agent, task, run_seed = load_agent(run_dir, device, target_return)
     control = getattr(task, "control_task", task)
     renderer = control_renderer(task) if video is not None else None  # refuses undrawable tasks
     seed = int31_seed(run_seed, "evaluate") if seed is None else seed
@@ -149,8 +188,17 @@ def evaluate_run(
             trajs = play_trajectories(env, agent, seed, frame_stack=control.frame_stack)
         finally:
             env.close()
+    target = float(getattr(getattr(agent, "learner", None), "target_return", math.nan))
     results = [
-        EpisodeResult(i, len(t), t.true_return, _learned_return(model, t))
+        EpisodeResult(
+            i,
+            len(t),
+            t.true_return,
+            _learned_return(model, t),
+            _d4rl_score(getattr(agent, "info", None), t.true_return),
+            target,
+            seed,
+        )
         for i, t in enumerate(trajs)
     ]
     if renderer is not None:
@@ -163,6 +211,16 @@ def _learned_return(model: Any, traj: Trajectory) -> float:
     if model is None:
         return math.nan
     return float(np.sum(model.reward(traj.obs, traj.acts), dtype=np.float64))
+
+
+def _d4rl_score(info: Any, true_return: float) -> float:
+    """An offline run's normalised score of ``true_return`` (NaN without reference returns)."""
+    if not isinstance(info, DatasetInfo):
+        return math.nan
+    try:
+        return float(info.normalized_score(true_return))
+    except ValueError:
+        return math.nan
 
 
 def _episode_frames(trajs: list[Trajectory], frames_of) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -339,7 +340,6 @@ def test_reward_offsets_and_held_out_episodes(datasets):
 
 
 def test_evaluate_replays_an_offline_run(datasets, tmp_path):
-    from pathlib import Path
 
     from prefbench.benchmarks.watch import evaluate_run
     from prefbench.envs.seeding import int31_seed
@@ -351,6 +351,60 @@ def test_evaluate_replays_an_offline_run(datasets, tmp_path):
         for s in (int31_seed(0, f"eval{r}") for r in range(6))
     ]
     assert summary["final_true_return"] in [pytest.approx(m, abs=1e-3) for m in means]
+
+
+def test_evaluate_asks_a_decision_transformer_for_other_targets(datasets, tmp_path, capsys):
+    from prefbench.benchmarks.cli import main
+    from prefbench.benchmarks.watch import evaluate_run
+
+    dt_run = train(_cfg(tmp_path / "dt", "dt"))["run_dir"]
+    returns = datasets.returns()
+    runs = {t: evaluate_run(Path(dt_run), 2, seed=3, target_return=t) for t in TARGETS}
+    assert runs[None][0].target_return == pytest.approx(returns.max())  # the run's own
+    assert runs["quantile:0"][0].target_return == pytest.approx(returns.min())
+    assert runs["-1234.5"][0].target_return == -1234.5
+    for results in runs.values():
+        score = 100 * (results[0].true_return + 1200) / (-150 + 1200)  # the test refs
+        assert results[0].d4rl_score == pytest.approx(score, rel=1e-5)
+        assert [r.seed for r in results] == [3, 3]
+    # The target steers acting: asking for the worst return plays other episodes.
+    assert runs[None][0].true_return != runs["quantile:0"][0].true_return
+
+    table = tmp_path / "targets.csv"
+    for target in ("quantile:0", "quantile:0", "dataset_max"):  # a rerun replaces its rows
+        assert (
+            main(
+                ["evaluate", dt_run, "--episodes", "2", "--seed", "3", "--csv", str(table)]
+                + ["--target-return", target]
+            )
+            == 0
+        )
+    out = capsys.readouterr().out
+    assert "target_return" in out and "d4rl_score" in out
+    rows = pd.read_csv(table)
+    assert len(rows) == 4 and sorted(set(rows["target_return_from"])) == [
+        "dataset_max",
+        "quantile:0",
+    ]
+    assert rows.groupby("target_return_from")["true_return"].mean().loc["quantile:0"] == (
+        pytest.approx(np.mean([r.true_return for r in runs["quantile:0"]]), rel=1e-5)
+    )
+
+    bc_run = train(_cfg(tmp_path / "bc", "bc"))["run_dir"]
+    table.write_text("hello,world\n1,2\n")
+    for argv, message in [
+        ([bc_run, "--target-return", "1"], "agent 'bc' is not one"),
+        ([dt_run, "--target-return", "quantile:2"], "target_return"),
+        ([dt_run, "--csv", str(table)], "other columns"),
+    ]:
+        assert main(["evaluate", *argv, "--episodes", "1"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert table.read_text() == "hello,world\n1,2\n"  # a foreign file is left as it was
+
+
+#: Targets a Decision Transformer run is evaluated at: its own, then others.
+TARGETS = (None, "quantile:0", "-1234.5", "dataset_max")
 
 
 def test_a_human_labelled_offline_run_matches_the_oracle_run(datasets, tmp_path):
