@@ -339,6 +339,47 @@ def test_reward_offsets_and_held_out_episodes(datasets):
     assert not (obs[:, None, :] == test_obs[None, :, :]).all(-1).any()
 
 
+def test_spearman_of_the_true_reward_under_the_learned_offset():
+    """Where episodes differ in length, the reward's zero reorders their returns."""
+    from prefbench.agents.offline.rewards import (
+        RM_RETURN_SPEARMAN_TRUE_REWARD,
+        OfflineRewardConfig,
+        make_rewards,
+        return_spearman,
+    )
+    from prefbench.envs.teachers import make_teacher
+
+    lengths = np.array([60, 61, 62, 20, 21, 22])
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    # Long episodes earn little per step, short ones more, with one bad step (-3): the
+    # short ones have the higher returns, until the lowest step reward is made 0.
+    rewards = np.repeat([0.1, 0.101, 0.102, 0.5, 0.51, 0.52], lengths).astype(np.float32)
+    rewards[starts[3]] = -3
+    n = int(lengths.sum())
+    term = np.zeros(n, dtype=bool)
+    term[starts[1:] - 1] = True
+    obs = np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32)
+    next_obs = np.concatenate([obs[1:], obs[:1]])
+    episodes = Episodes(
+        obs, np.zeros((n, 1), np.float32), rewards, next_obs, term, np.zeros(n, bool), starts
+    )
+    assert return_spearman(episodes, rewards) == pytest.approx(1.0)
+    got = {}
+    for offset in ("min", "mean"):
+        config = OfflineRewardConfig(epochs=2, segment_length=10, offset=offset)
+        got[offset] = make_rewards(
+            episodes,
+            config,
+            teacher=make_teacher("oracle", np.random.default_rng(0)),
+            label_budget=20,
+            seed=0,
+        ).metrics[RM_RETURN_SPEARMAN_TRUE_REWARD]
+    assert got["min"] == pytest.approx(return_spearman(episodes, rewards + 3))
+    assert got["min"] < 0  # the long episodes now rank first
+    shifted = rewards.astype(np.float64) - rewards.astype(np.float64).mean()
+    assert got["mean"] == pytest.approx(return_spearman(episodes, shifted)) and got["mean"] > 0
+
+
 def test_evaluate_replays_an_offline_run(datasets, tmp_path):
 
     from prefbench.benchmarks.watch import evaluate_run

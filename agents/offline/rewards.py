@@ -8,7 +8,9 @@ rewards the dataset recorded, the same Bradley-Terry ensemble
 is relabelled with it: each member's output standardised on dataset states, then
 averaged. Labels come from most of the episodes; the evaluator scores the fit on fresh
 oracle-labelled pairs of the held-out rest (``rm_accuracy``), and the Spearman
-correlation of learned and true episode returns (``rm_return_spearman``) is logged.
+correlation of learned and true episode returns (``rm_return_spearman``) is logged, with
+the one the true step rewards reach when their zero is placed as the learned reward's
+(``rm_return_spearman_true_reward``; see ``reward.offset``).
 
 The controls tell what a learned reward adds: ``zero`` (every reward 0) and ``random``
 (i.i.d. uniform on [0, 1] per step). Offline RL scores well on many Hopper and Walker2d
@@ -35,6 +37,11 @@ from prefbench.envs.teachers import Teacher
 
 #: Metric: Spearman correlation of learned and recorded episode returns over the dataset.
 RM_RETURN_SPEARMAN = "rm_return_spearman"
+#: Metric: the same for the recorded step rewards given the learned reward's zero
+#: (``reward.offset``). Preferences between equally long segments cannot place a reward's
+#: zero, and where episodes differ in length the zero moves the ranking of their returns:
+#: this is what a reward model exact up to that zero would reach.
+RM_RETURN_SPEARMAN_TRUE_REWARD = "rm_return_spearman_true_reward"
 #: Steps per labelled segment unless set (PEBBLE's 50; Preference Transformer uses 100,
 #: Uni-RLHF 200 on D4RL).
 DEFAULT_SEGMENT_LENGTH = 50
@@ -222,8 +229,14 @@ def make_rewards(
     ).astype(np.float32)
     if config.offset == "min":
         rewards = rewards - rewards.min()
+    true = episodes.rewards.astype(np.float64)
+    true = true - (true.min() if config.offset == "min" else true.mean())
     # Accuracy on fresh pairs is the evaluator's (rm_accuracy), as for the online agents.
-    metrics = {**metrics, RM_RETURN_SPEARMAN: return_spearman(episodes, rewards)}
+    metrics = {
+        **metrics,
+        RM_RETURN_SPEARMAN: return_spearman(episodes, rewards),
+        RM_RETURN_SPEARMAN_TRUE_REWARD: return_spearman(episodes, true),
+    }
     return RewardResult(rewards, metrics, model, labels)
 
 
