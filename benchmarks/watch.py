@@ -194,7 +194,7 @@ def evaluate_run(
             i,
             len(t),
             t.true_return,
-            _learned_return(model, t),
+            _learned_return(model, t, float(getattr(agent, "reward_shift", 0.0))),
             _d4rl_score(getattr(agent, "info", None), t.true_return),
             target,
             seed,
@@ -206,11 +206,11 @@ def evaluate_run(
     return results
 
 
-def _learned_return(model: Any, traj: Trajectory) -> float:
-    """The reward model's reward (as the agent was given it) summed over an episode."""
+def _learned_return(model: Any, traj: Trajectory, shift: float = 0.0) -> float:
+    """The reward the agent was given (the model's less ``shift``) summed over an episode."""
     if model is None:
         return math.nan
-    return float(np.sum(model.reward(traj.obs, traj.acts), dtype=np.float64))
+    return float(np.sum(model.reward(traj.obs, traj.acts), dtype=np.float64) - shift * len(traj))
 
 
 def _d4rl_score(info: Any, true_return: float) -> float:

@@ -230,6 +230,27 @@ def test_decision_transformer_acts_on_its_own_reward(datasets, tmp_path):
     assert all(r is None for r in seen["learned"])
 
 
+def test_acting_rewards_are_the_relabelled_ones(datasets, tmp_path):
+    """A learned-reward DT's return-to-go falls by the rewards it trained on, offset included."""
+    from prefbench.agents import AGENTS
+    from prefbench.agents.protocol import RunContext
+    from prefbench.envs.kinds import Budget
+    from prefbench.envs.offline_tasks import get_offline_task
+    from prefbench.envs.teachers import make_teacher
+
+    task = get_offline_task(DATASET)
+    ctx = RunContext(task, 0, Budget.for_task(task, 5), 60, "cpu", tmp_path, _logger())
+    teacher = make_teacher("oracle", np.random.default_rng(0))
+    agent = AGENTS.get("pref-dt").build(ctx, teacher, (*TINY["dt"], *REWARD[:2]))
+    agent.learn(_NullReporter())
+    assert agent.reward_shift != 0  # the lowest relabelled step is 0, the model's is not
+    steps = np.arange(0, len(datasets), 7)
+    acting = agent.step_rewards(
+        datasets.obs[steps], datasets.acts[steps], None, np.random.default_rng(0)
+    )
+    np.testing.assert_allclose(acting, agent.rewards.rewards[steps], atol=1e-5)
+
+
 def _logger():
     import logging
 

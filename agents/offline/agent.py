@@ -140,6 +140,11 @@ class OfflineAgent:
         """The fitted reward model (learned rewards only)."""
         return None if self.rewards is None else self.rewards.model
 
+    @property
+    def reward_shift(self) -> float:
+        """What is subtracted from :attr:`reward_model`'s outputs to give this agent's rewards."""
+        return 0.0 if self.rewards is None else self.rewards.shift
+
     # ----------------------------------------------------------------- the loop
     def learn(self, reporter: Reporter) -> None:
         """Relabel the dataset, then train the learner for the budget (module docstring)."""
@@ -226,8 +231,10 @@ class OfflineAgent:
             return np.zeros(len(obs), dtype=np.float32)
         if source == "random":
             return rng.uniform(0.0, 1.0, len(obs)).astype(np.float32)
-        assert self.reward_model is not None
-        return self.reward_model.reward(obs, acts)
+        assert self.rewards is not None
+        # The reward the dataset was relabelled with, offset included: a Decision
+        # Transformer's return-to-go must fall by what its training targets fell by.
+        return self.rewards.step_rewards(obs, acts)
 
     # ------------------------------------------------------------- checkpoints
     def save(self, directory: Path) -> None:

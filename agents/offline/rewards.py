@@ -128,12 +128,26 @@ class RewardResult:
         metrics: Scalars to log (``rm_*`` for a learned reward; empty otherwise).
         model: The fitted reward model (learned source only).
         labels: The labelled pairs it was fit on (learned source only).
+        shift: What was subtracted from the model's outputs (``reward.offset=min``: their
+            lowest value on the dataset; 0 otherwise). A step's reward while acting is
+            ``model.reward(obs, act) - shift``, as in training.
     """
 
     rewards: np.ndarray
     metrics: dict[str, float]
     model: RewardModel | None = None
     labels: PreferenceDataset | None = None
+    shift: float = 0.0
+
+    def step_rewards(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
+        """``(n,)`` learned rewards of ``n`` new steps, on the scale the dataset was given.
+
+        Raises:
+            ValueError: Without a reward model (not a learned reward).
+        """
+        if self.model is None:
+            raise ValueError("only a learned reward rewards new steps")
+        return (self.model.reward(obs, acts) - np.float32(self.shift)).astype(np.float32)
 
 
 def segment_starts(episodes: Episodes, segment_length: int) -> int:
@@ -227,8 +241,8 @@ def make_rewards(
             for s in range(0, n, 65_536)
         ]
     ).astype(np.float32)
-    if config.offset == "min":
-        rewards = rewards - rewards.min()
+    shift = float(rewards.min()) if config.offset == "min" else 0.0
+    rewards = rewards - np.float32(shift)
     true = episodes.rewards.astype(np.float64)
     true = true - (true.min() if config.offset == "min" else true.mean())
     # Accuracy on fresh pairs is the evaluator's (rm_accuracy), as for the online agents.
@@ -237,7 +251,7 @@ def make_rewards(
         RM_RETURN_SPEARMAN: return_spearman(episodes, rewards),
         RM_RETURN_SPEARMAN_TRUE_REWARD: return_spearman(episodes, true),
     }
-    return RewardResult(rewards, metrics, model, labels)
+    return RewardResult(rewards, metrics, model, labels, shift)
 
 
 def _fit(
