@@ -332,25 +332,13 @@ def test_offline_suite_scores_by_d4rl(datasets, tmp_path):
 
 def test_reward_offsets_and_held_out_episodes(datasets):
     from prefbench.agents.offline.rewards import (
-        OfflineRewardConfig,
-        make_rewards,
         split_episodes,
     )
-    from prefbench.envs.teachers import make_teacher
 
     label, test = split_episodes(datasets.n_episodes, 0.25, 0)
     assert len(test) == 4 and not set(label) & set(test)
     assert sorted([*label, *test]) == list(range(datasets.n_episodes))
-    out = {}
-    for offset in ("mean", "min"):
-        config = OfflineRewardConfig(epochs=3, segment_length=20, offset=offset, test_episodes=0.25)
-        out[offset] = make_rewards(
-            datasets,
-            config,
-            teacher=make_teacher("oracle", np.random.default_rng(0)),
-            label_budget=40,
-            seed=0,
-        )
+    out = _rewards_by_offset(datasets, 40, epochs=3, segment_length=20, test_episodes=0.25)
     mean, low = out["mean"].rewards, out["min"].rewards
     assert low.min() == 0 and abs(float(mean.mean())) < 0.2
     np.testing.assert_allclose(low - mean, -mean.min(), rtol=1e-5, atol=1e-5)
@@ -360,15 +348,29 @@ def test_reward_offsets_and_held_out_episodes(datasets):
     assert not (obs[:, None, :] == test_obs[None, :, :]).all(-1).any()
 
 
+def _rewards_by_offset(episodes, label_budget, **config):
+    """Oracle-learned rewards of ``episodes`` under each ``reward.offset``."""
+    from prefbench.agents.offline.rewards import OfflineRewardConfig, make_rewards
+    from prefbench.envs.teachers import make_teacher
+
+    return {
+        offset: make_rewards(
+            episodes,
+            OfflineRewardConfig(offset=offset, **config),
+            teacher=make_teacher("oracle", np.random.default_rng(0)),
+            label_budget=label_budget,
+            seed=0,
+        )
+        for offset in ("mean", "min")
+    }
+
+
 def test_spearman_of_the_true_reward_under_the_learned_offset():
     """Where episodes differ in length, the reward's zero reorders their returns."""
     from prefbench.agents.offline.rewards import (
         RM_RETURN_SPEARMAN_TRUE_REWARD,
-        OfflineRewardConfig,
-        make_rewards,
         return_spearman,
     )
-    from prefbench.envs.teachers import make_teacher
 
     lengths = np.array([60, 61, 62, 20, 21, 22])
     starts = np.concatenate([[0], np.cumsum(lengths)])
@@ -385,16 +387,10 @@ def test_spearman_of_the_true_reward_under_the_learned_offset():
         obs, np.zeros((n, 1), np.float32), rewards, next_obs, term, np.zeros(n, bool), starts
     )
     assert return_spearman(episodes, rewards) == pytest.approx(1.0)
-    got = {}
-    for offset in ("min", "mean"):
-        config = OfflineRewardConfig(epochs=2, segment_length=10, offset=offset)
-        got[offset] = make_rewards(
-            episodes,
-            config,
-            teacher=make_teacher("oracle", np.random.default_rng(0)),
-            label_budget=20,
-            seed=0,
-        ).metrics[RM_RETURN_SPEARMAN_TRUE_REWARD]
+    got = {
+        offset: result.metrics[RM_RETURN_SPEARMAN_TRUE_REWARD]
+        for offset, result in _rewards_by_offset(episodes, 20, epochs=2, segment_length=10).items()
+    }
     assert got["min"] == pytest.approx(return_spearman(episodes, rewards + 3))
     assert got["min"] < 0  # the long episodes now rank first
     shifted = rewards.astype(np.float64) - rewards.astype(np.float64).mean()
