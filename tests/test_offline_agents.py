@@ -331,9 +331,7 @@ def test_offline_suite_scores_by_d4rl(datasets, tmp_path):
 
 
 def test_reward_offsets_and_held_out_episodes(datasets):
-    from prefbench.agents.offline.rewards import (
-        split_episodes,
-    )
+    from prefbench.agents.offline.rewards import split_episodes
 
     label, test = split_episodes(datasets.n_episodes, 0.25, 0)
     assert len(test) == 4 and not set(label) & set(test)
