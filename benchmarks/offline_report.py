@@ -28,7 +28,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from prefbench.agents.offline.rewards import RM_RETURN_SPEARMAN
+from prefbench.agents.offline.rewards import RM_RETURN_SPEARMAN, RM_RETURN_SPEARMAN_TRUE_REWARD
 from prefbench.benchmarks.columns import AGENT, LABEL_BUDGET
 from prefbench.benchmarks.report import _fmt, iqm_stratified_ci
 from prefbench.benchmarks.runner import final_rows
@@ -86,6 +86,22 @@ def is_offline(records: pd.DataFrame) -> bool:
     return bool(agent_roles(records[AGENT].unique())) if len(records) else False
 
 
+#: What the report shows of each learned reward (``metrics.csv`` columns).
+REWARD_METRICS = ("rm_accuracy", RM_RETURN_SPEARMAN, RM_RETURN_SPEARMAN_TRUE_REWARD)
+
+
+def _reward_note(column: str, means: pd.Series) -> str:
+    """``learned (B): rm accuracy ..., Spearman ...`` and, where recorded, the true reward's."""
+    note = (
+        f"{column}: rm accuracy {_fmt(means['rm_accuracy'], 3)}, Spearman of learned and true "
+        f"episode returns {_fmt(means[RM_RETURN_SPEARMAN], 3)}"
+    )
+    bar = means[RM_RETURN_SPEARMAN_TRUE_REWARD]
+    if math.isfinite(bar):
+        note += f" (the true reward with the learned reward's zero: {_fmt(bar, 3)})"
+    return note
+
+
 def source_table(records: pd.DataFrame) -> pd.DataFrame:
     """IQM and 95% interval of the final normalised score per dataset, learner and source.
 
@@ -93,7 +109,8 @@ def source_table(records: pd.DataFrame) -> pd.DataFrame:
         Columns ``task`` (a dataset, or :data:`ALL_TASKS` pooling them by stratified
         bootstrap where there are several), ``learner``, ``column`` (``none``, ``true``,
         ``learned (B)``, ``zero``, ``random``), ``runs``, ``iqm``, ``low``, ``high``, and
-        for learned rewards ``rm_accuracy`` and ``rm_return_spearman`` (means over runs).
+        for learned rewards ``rm_accuracy``, ``rm_return_spearman`` and
+        ``rm_return_spearman_true_reward`` (means over runs; NaN where not recorded).
     """
     final = _finals(records)
     rows = []
@@ -119,7 +136,7 @@ def source_table(records: pd.DataFrame) -> pd.DataFrame:
                 "low": low,
                 "high": high,
             }
-            for key in ("rm_accuracy", RM_RETURN_SPEARMAN):
+            for key in REWARD_METRICS:
                 values = part[key].to_numpy(dtype=float) if key in part else np.array([])
                 values = values[np.isfinite(values)]
                 row[key] = float(values.mean()) if len(values) else math.nan
@@ -134,8 +151,7 @@ def source_table(records: pd.DataFrame) -> pd.DataFrame:
             "iqm",
             "low",
             "high",
-            "rm_accuracy",
-            RM_RETURN_SPEARMAN,
+            *REWARD_METRICS,
         ],
     )
 
@@ -265,12 +281,8 @@ def to_markdown(table: pd.DataFrame, checks: pd.DataFrame) -> str:
             lines.append(f"| {learner} | " + " | ".join(cells) + " |")
         learned = part[part["column"].str.startswith("learned")]
         if task != ALL_TASKS and not learned.empty:
-            by_budget = learned.groupby("column")[["rm_accuracy", RM_RETURN_SPEARMAN]].mean()
-            notes = [
-                f"{c}: rm accuracy {_fmt(by_budget.at[c, 'rm_accuracy'], 3)}, Spearman of "
-                f"learned and true episode returns {_fmt(by_budget.at[c, RM_RETURN_SPEARMAN], 3)}"
-                for c in _learned_columns(learned)
-            ]
+            by_budget = learned.groupby("column")[list(REWARD_METRICS)].mean()
+            notes = [_reward_note(c, by_budget.loc[c]) for c in _learned_columns(learned)]
             lines += ["", "; ".join(notes) + "."]
         lines.append("")
     if not checks.empty:

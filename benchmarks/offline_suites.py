@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from prefbench.agents.offline.rewards import RM_RETURN_SPEARMAN
+from prefbench.agents.offline.rewards import RM_RETURN_SPEARMAN, RM_RETURN_SPEARMAN_TRUE_REWARD
 from prefbench.benchmarks.suites import AgentEntry, Suite
 
 #: The offline learners with a reward (BC has none).
@@ -19,6 +19,9 @@ LEARNERS = ("dt", "rwr", "mle-filter", "iql")
 #: A Decision Transformer sized for a CPU: the paper's (3 layers x 128) trains at about
 #: 5 seed-updates/s on 2 cores; this one runs 5k updates with its evaluations in about
 #: 3.5 minutes on one core (hopper-medium-replay; results/README.md).
+#: ``metrics.csv`` columns copied into the records (NaN in cells run before the second
+#: was logged).
+RECORD_METRICS = (RM_RETURN_SPEARMAN, RM_RETURN_SPEARMAN_TRUE_REWARD)
 DT_CPU = ("learner.n_embd=64", "learner.n_layer=2", "learner.warmup_steps=500")
 
 
@@ -53,7 +56,7 @@ OFFLINE_HALFCHEETAH_CPU = Suite(
     eval_episodes=5,
     accuracy_pairs=500,
     score="d4rl",
-    record_metrics=(RM_RETURN_SPEARMAN,),
+    record_metrics=RECORD_METRICS,
     # 2: learned rewards offset to a minimum of 0 (version 1: to a mean of 0); RWR weighs
     # by episode return at beta 0.5 (version 1: return-to-go at beta 1); DT uses ReLU.
     version=2,
@@ -87,7 +90,7 @@ OFFLINE_MUJOCO_CPU = Suite(
     eval_episodes=10,
     accuracy_pairs=500,
     score="d4rl",
-    record_metrics=(RM_RETURN_SPEARMAN,),
+    record_metrics=RECORD_METRICS,
 )
 
 #: Label budgets on the two medium-replay datasets: the learners that read a learned
@@ -122,7 +125,7 @@ OFFLINE_MUJOCO = Suite(
     eval_episodes=10,
     accuracy_pairs=1000,
     score="d4rl",
-    record_metrics=(RM_RETURN_SPEARMAN,),
+    record_metrics=RECORD_METRICS,
 )
 
 #: The true-reward gate where the medium-replay sets fail it: the two medium-expert sets

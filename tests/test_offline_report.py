@@ -22,6 +22,7 @@ def _records(
     tasks=("hopper-medium-replay",),
     spearman=0.95,
     budgets=(500,),
+    bar=None,
 ):
     """Records of two evaluations per cell; the last one's score is given per agent.
 
@@ -47,7 +48,10 @@ def _records(
                                 "rm_return_spearman": spearman if budget else math.nan,
                             }
                         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if bar is not None:  # cells that logged the true reward's Spearman
+        frame["rm_return_spearman_true_reward"] = np.where(frame["label_budget"] > 0, bar, np.nan)
+    return frame
 
 
 FINALS = {
@@ -130,3 +134,15 @@ def test_label_budgets_read_in_numeric_order():
     notes = next(line for line in text.splitlines() if line.startswith("learned (100): "))
     assert notes.index("(100): rm accuracy 0.010") < notes.index("(500): rm accuracy 0.050")
     assert notes.index("(500): ") < notes.index("(2000): rm accuracy 0.200")
+
+
+def test_notes_show_the_true_rewards_spearman_where_recorded():
+    def note(records):
+        table = source_table(records)
+        text = to_markdown(table, target_checks(table))
+        return next(line for line in text.splitlines() if line.startswith("learned (500): "))
+
+    assert note(_records(FINALS, spearman=0.8, bar=0.81)).endswith(
+        "returns 0.800 (the true reward with the learned reward's zero: 0.810)."
+    )
+    assert note(_records(FINALS, spearman=0.8)).endswith("returns 0.800.")  # older records
