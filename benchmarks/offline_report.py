@@ -221,7 +221,7 @@ def target_checks(table: pd.DataFrame) -> pd.DataFrame:
                     add(
                         task,
                         f"pref-{learner} / {learner} ({labels})",
-                        f"{pref.iqm:.3f} / {true.iqm:.3f} = {_fmt(ratio, 2)}",
+                        f"{pref.iqm:.3f} / {true.iqm:.3f} = {_fmt(ratio, 3)}",
                         f">= {share}",
                         bool(ratio >= share),
                     )
