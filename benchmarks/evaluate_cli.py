@@ -10,9 +10,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-#: The columns of ``--csv``: one row per episode, the run's identity first.
-CSV_KEYS = ("run_dir", "task", "agent", "run_seed", "target_return_from")
-
 
 def add_evaluate_parser(sub: Any) -> None:
     """``prefbench evaluate RUN_DIR [--episodes N] [--seed S] [--video FILE] ...``."""

@@ -19,10 +19,10 @@ LEARNERS = ("dt", "rwr", "mle-filter", "iql")
 #: A Decision Transformer sized for a CPU: the paper's (3 layers x 128) trains at about
 #: 5 seed-updates/s on 2 cores; this one runs 5k updates with its evaluations in about
 #: 3.5 minutes on one core (hopper-medium-replay; results/README.md).
+DT_CPU = ("learner.n_embd=64", "learner.n_layer=2", "learner.warmup_steps=500")
 #: ``metrics.csv`` columns copied into the records (NaN in cells run before the second
 #: was logged).
 RECORD_METRICS = (RM_RETURN_SPEARMAN, RM_RETURN_SPEARMAN_TRUE_REWARD)
-DT_CPU = ("learner.n_embd=64", "learner.n_layer=2", "learner.warmup_steps=500")
 
 
 def offline_agents(
