@@ -217,11 +217,15 @@ class RewardModel:
         pairs = data.pairs
         # Compact frames go to the device as they are; stacks are cut per batch.
         obs = pairs.obs if pairs.frames is None else pairs.frames
+        taken = None
+        if pairs.absorbing is not None:
+            taken = torch.as_tensor(pairs.steps_taken, device=self.device)
         return DeviceData(
             self._obs_tensor(obs),
             acts.float(),
             torch.as_tensor(data.prefs, device=self.device, dtype=torch.float32),
             pairs.frame_stack,
+            taken,
         )
 
     def _returns(self, d: DeviceData, idx: torch.Tensor) -> torch.Tensor:
@@ -230,8 +234,11 @@ class RewardModel:
         obs = d.clips(idx)  # (K, B, 2, H, *O)
         acts = d.acts[idx]
         h = obs.shape[3]
+        taken = None if d.taken is None else d.taken[idx].reshape(k, b * 2, h)
         r = self.net.clip_returns(
-            obs.reshape(k, b * 2, h, *obs.shape[4:]), acts.reshape(k, b * 2, h, acts.shape[-1])
+            obs.reshape(k, b * 2, h, *obs.shape[4:]),
+            acts.reshape(k, b * 2, h, acts.shape[-1]),
+            taken,
         )
         return r.reshape(k, b, 2)
 
@@ -327,6 +334,9 @@ class RewardModel:
         acts = d.acts[start:]
         flat_obs = obs.reshape(-1, *obs.shape[3:])
         flat_acts = acts.reshape(flat_obs.shape[0], acts.shape[-1])
+        if d.taken is not None:  # absorbing steps are no experience
+            keep = d.taken[start:].reshape(-1) > 0
+            flat_obs, flat_acts = flat_obs[keep], flat_acts[keep]
         self.net.update_input_stats(self.net.trunk_inputs(flat_obs, flat_acts))
         self.net.in_labels.fill_(first_label + n)
 
@@ -432,6 +442,10 @@ class RewardModel:
         self.net.eval()
         self.net.set_normalization(self._obs_tensor(obs), self._flat_acts(acts, 1))
 
+    def normalized_zero(self) -> float:
+        """:meth:`reward`'s value for an absorbing step (raw output 0 in every member)."""
+        return self.net.normalized_zero()
+
     def reward(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
         """The agent's reward for a batch of steps: ``(M, *O)``, ``(M, A...)`` -> ``(M,)`` float32.
 
@@ -459,8 +473,12 @@ class RewardModel:
             o = self._obs_tensor(pairs.obs[s : s + chunk]).reshape(-1, h, *pairs.obs.shape[3:])
             a = self._flat_acts(pairs.acts[s : s + chunk], 3)
             a = a.reshape(o.shape[0], h, a.shape[-1])
+            taken = None
+            if pairs.absorbing is not None:
+                t = torch.as_tensor(pairs.steps_taken[s : s + chunk], device=self.device)
+                taken = t.reshape(1, -1, h).expand(k, -1, -1)
             r = self.net.clip_returns(
-                o.unsqueeze(0).expand(k, *o.shape), a.unsqueeze(0).expand(k, *a.shape)
+                o.unsqueeze(0).expand(k, *o.shape), a.unsqueeze(0).expand(k, *a.shape), taken
             )
             r = r.reshape(k, -1, 2)
             out.append(torch.sigmoid(r[..., 0] - r[..., 1]))

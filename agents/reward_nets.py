@@ -127,18 +127,29 @@ class RewardEnsemble(nn.Module):
         """Raw per-step rewards: ``(K, M, *O)``, ``(K, M, A)`` -> ``(K, M)``."""
         return self.head(self.features(obs, acts)).squeeze(-1)
 
-    def clip_returns(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+    def clip_returns(
+        self, obs: torch.Tensor, acts: torch.Tensor | None, taken: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Raw clip returns: ``(K, P, H, *O)``, ``(K, P, H, A)`` -> ``(K, P)``.
 
         The head is affine, so summing the last hidden layer over the clip before the head
         gives the summed per-step rewards at a fraction of the cost.
+
+        Args:
+            obs: Observations.
+            acts: Actions (``None`` when the net ignores them).
+            taken: ``(K, P, H)`` 1 at steps of experience, 0 at absorbing steps, whose
+                reward is 0 (``None``: every step is experience).
         """
         k, p, h = obs.shape[:3]
         flat_obs = obs.reshape(k, p * h, *obs.shape[3:])
         flat_acts = acts.reshape(k, p * h, -1) if self.act_dim else None
-        feats = self.features(flat_obs, flat_acts)
-        summed = feats.reshape(k, p, h, -1).sum(dim=2)
-        return torch.baddbmm(self.head.bias * h, summed, self.head.weight).squeeze(-1)
+        feats = self.features(flat_obs, flat_acts).reshape(k, p, h, -1)
+        if taken is None:
+            return torch.baddbmm(self.head.bias * h, feats.sum(dim=2), self.head.weight).squeeze(-1)
+        summed = (feats * taken.unsqueeze(-1)).sum(dim=2)
+        bias = self.head.bias * taken.sum(dim=2, keepdim=True)  # (K, P, 1)
+        return torch.baddbmm(bias, summed, self.head.weight).squeeze(-1)
 
     @torch.no_grad()
     def set_normalization(self, obs: torch.Tensor, acts: torch.Tensor | None) -> None:
@@ -164,6 +175,16 @@ class RewardEnsemble(nn.Module):
         self.out_std.copy_(r.std(dim=1).clamp_min(1e-6) if r.shape[1] > 1 else torch.ones(k))
 
     @torch.no_grad()
+    def normalized_zero(self) -> float:
+        """The agent's reward for a step whose raw output is 0 in every member.
+
+        An absorbing step's reward (raw 0, see :meth:`clip_returns`) on the scale of
+        :meth:`normalized_reward`.
+        """
+        z = -(self.out_mean / self.out_std).mean() * self.config.output_std
+        return float(z)
+
+    @torch.no_grad()
     def normalized_reward(self, obs: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
         """The agent's reward for ``(M, *O)`` states: mean over members of normalised outputs."""
         k = self.n_members
@@ -185,12 +206,15 @@ class DeviceData:
         acts: ``(N, 2, H, A)`` flattened actions.
         prefs: ``(N,)`` probability that the first clip is preferred.
         frame_stack: ``k``, or 0 when ``obs`` holds whole observations.
+        taken: ``(N, 2, H)`` 1 at steps of experience, 0 at absorbing steps; ``None``
+            when every step is experience.
     """
 
     obs: torch.Tensor
     acts: torch.Tensor
     prefs: torch.Tensor
     frame_stack: int = 0
+    taken: torch.Tensor | None = None
 
     def clips(self, idx: torch.Tensor) -> torch.Tensor:
         """``(*idx.shape, 2, H, *O)`` observations of the pairs ``idx`` (stacks built here)."""

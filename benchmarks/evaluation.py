@@ -207,6 +207,7 @@ class OfflineEvaluator:
                 self.spec.accuracy_pairs,
                 make_rng(self.spec.seed, f"accuracy_pairs{round_index}"),
                 self._oracle,
+                bool(getattr(agent, "absorbing_segments", False)),
             )
         return row
 

@@ -30,14 +30,22 @@ def offline_agents(
     learners: tuple[str, ...] = LEARNERS,
     dt_overrides: tuple[str, ...] = (),
     controls: tuple[str, ...] = ("zero", "random"),
+    learned_overrides: tuple[str, ...] = (),
 ) -> tuple[AgentEntry, ...]:
-    """BC, then each learner on the true and learned rewards and the ``controls``."""
+    """BC, then each learner on the true and learned rewards and the ``controls``.
+
+    ``learned_overrides`` go to the learned-reward agents only (``pref-*``).
+    """
     out = [AgentEntry("bc")]
     for learner in learners:
         overrides = dt_overrides if learner == "dt" else ()
         out += [
             AgentEntry(learner, overrides=overrides),
-            AgentEntry(f"pref-{learner}", label_budgets=label_budgets, overrides=overrides),
+            AgentEntry(
+                f"pref-{learner}",
+                label_budgets=label_budgets,
+                overrides=(*overrides, *learned_overrides),
+            ),
             *(AgentEntry(f"{c}-{learner}", overrides=overrides) for c in controls),
         ]
     return tuple(out)
@@ -139,4 +147,20 @@ OFFLINE_GATE_CPU = dataclasses.replace(
     "10%-BC and CPU-sized DT on true/learned (500)/zero rewards, 3 seeds, 5k updates",
     tasks=("hopper-medium-expert", "walker2d-medium-expert"),
     agents=offline_agents((500,), ("mle-filter", "dt"), DT_CPU, controls=("zero",)),
+)
+
+#: offline-mujoco-cpu's medium-replay half with the learned rewards' zero placed by the
+#: labels (``reward.offset=absorbing``: segments may run past a termination). Every other
+#: cell is offline-mujoco-cpu's own (the same cell keys): copy its run folders first and
+#: only the 24 ``pref-*`` cells run.
+OFFLINE_ABSORBING_CPU = dataclasses.replace(
+    OFFLINE_MUJOCO_CPU,
+    name="offline-absorbing-cpu",
+    description="about 25 minutes on 2 CPU cores beside offline-mujoco-cpu's cells: "
+    "hopper/walker2d-medium-replay, learned rewards whose zero the labels place "
+    "(reward.offset=absorbing), every learner, 3 seeds, 5k updates",
+    tasks=("hopper-medium-replay", "walker2d-medium-replay"),
+    agents=offline_agents(
+        (500,), dt_overrides=DT_CPU, learned_overrides=("reward.offset=absorbing",)
+    ),
 )

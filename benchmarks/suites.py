@@ -441,6 +441,7 @@ for _name in (
     "offline-mujoco-cpu",
     "offline-labels-cpu",
     "offline-gate-cpu",
+    "offline-absorbing-cpu",
     "offline-mujoco",
 ):
     SUITES.register(

@@ -84,6 +84,9 @@ class Trajectory:
             kept it (training environments do; offline datasets need it); else ``None``.
         terminated: The episode ended in a terminal state (not by a time limit or the end
             of recording). Meaningful for finished episodes only.
+        absorbing_steps: The last ``absorbing_steps`` steps are not experience but the
+            absorbing state a terminated episode stays in, reward 0, appended so that clips
+            may run past the termination (:func:`~prefbench.envs.segments.with_absorbing`).
     """
 
     obs: np.ndarray
@@ -92,6 +95,7 @@ class Trajectory:
     frames: np.ndarray | None = field(default=None, repr=False)
     final_obs: np.ndarray | None = field(default=None, repr=False)
     terminated: bool = False
+    absorbing_steps: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.obs)
@@ -102,6 +106,11 @@ class Trajectory:
         )
         if self.frames is not None:
             _check_frames(self.obs, self.frames, 0)
+        _check(
+            0 <= self.absorbing_steps <= n and (self.terminated or not self.absorbing_steps),
+            f"absorbing_steps must lie in [0, {n}] and follow a termination, "
+            f"got {self.absorbing_steps}",
+        )
 
     @staticmethod
     def from_frames(
@@ -142,12 +151,16 @@ class ClipPairs:
         frames: ``(N, 2, H + k - 1, F...)`` for ``k``-frame-stacked observations stored
             compactly (then ``obs``, ``(N, 2, H, k, F...)``, is a view of it; build with
             :meth:`from_frames`); ``None`` when ``obs`` holds its own data.
+        absorbing: ``(N, 2, H)`` bool, True at the steps a clip spends in the absorbing
+            state after its episode terminated: no experience, reward 0 to the teacher
+            (``true_rewards`` is 0 there) and to a reward model. ``None``: no such steps.
     """
 
     obs: np.ndarray
     acts: np.ndarray
     true_rewards: np.ndarray
     frames: np.ndarray | None = field(default=None, repr=False)
+    absorbing: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -165,10 +178,24 @@ class ClipPairs:
         )
         if self.frames is not None:
             _check_frames(self.obs, self.frames, 2)
+        if self.absorbing is not None:
+            _check(
+                self.absorbing.shape == (n, 2, h) and self.absorbing.dtype == np.bool_,
+                f"absorbing must be a {(n, 2, h)} bool array, got {self.absorbing.shape} "
+                f"{self.absorbing.dtype}",
+            )
+            _check(
+                not np.any(self.true_rewards[self.absorbing]),
+                "true_rewards must be 0 at absorbing steps",
+            )
 
     @staticmethod
     def from_frames(
-        frames: np.ndarray, stack: int, acts: np.ndarray, true_rewards: np.ndarray
+        frames: np.ndarray,
+        stack: int,
+        acts: np.ndarray,
+        true_rewards: np.ndarray,
+        absorbing: np.ndarray | None = None,
     ) -> ClipPairs:
         """Pairs whose observations are ``stack``-frame stacks of ``frames``.
 
@@ -177,8 +204,16 @@ class ClipPairs:
             stack: ``k``.
             acts: ``(N, 2, H, A...)``.
             true_rewards: ``(N, 2, H)``.
+            absorbing: ``(N, 2, H)`` bool or ``None`` (see the class).
         """
-        return ClipPairs(stacked_view(frames, stack, 2), acts, true_rewards, frames)
+        return ClipPairs(stacked_view(frames, stack, 2), acts, true_rewards, frames, absorbing)
+
+    @property
+    def steps_taken(self) -> np.ndarray:
+        """``(N, 2, H)`` float32: 1 at steps of experience, 0 at absorbing steps."""
+        if self.absorbing is None:
+            return np.ones(self.true_rewards.shape, dtype=np.float32)
+        return (~self.absorbing).astype(np.float32)
 
     @property
     def frame_stack(self) -> int:
@@ -189,7 +224,8 @@ class ClipPairs:
     def nbytes(self) -> int:
         """Bytes held (the frames once, not the stacks, when stored compactly)."""
         obs = self.obs if self.frames is None else self.frames
-        return obs.nbytes + self.acts.nbytes + self.true_rewards.nbytes
+        extra = 0 if self.absorbing is None else self.absorbing.nbytes
+        return obs.nbytes + self.acts.nbytes + self.true_rewards.nbytes + extra
 
     def __len__(self) -> int:
         return self.obs.shape[0]
@@ -200,11 +236,18 @@ class ClipPairs:
         return self.obs.shape[2]
 
     def __getitem__(self, index: np.ndarray | slice) -> ClipPairs:
+        absorbing = None if self.absorbing is None else self.absorbing[index]
         if self.frames is not None:
             return ClipPairs.from_frames(
-                self.frames[index], self.frame_stack, self.acts[index], self.true_rewards[index]
+                self.frames[index],
+                self.frame_stack,
+                self.acts[index],
+                self.true_rewards[index],
+                absorbing,
             )
-        return ClipPairs(self.obs[index], self.acts[index], self.true_rewards[index])
+        return ClipPairs(
+            self.obs[index], self.acts[index], self.true_rewards[index], None, absorbing
+        )
 
     @staticmethod
     def concatenate(batches: Sequence[ClipPairs]) -> ClipPairs:
@@ -214,10 +257,13 @@ class ClipPairs:
         _check(len(stacks) == 1, f"cannot join clips of different frame stacks {stacks}")
         acts = np.concatenate([b.acts for b in batches])
         rews = np.concatenate([b.true_rewards for b in batches])
+        absorbing = None
+        if any(b.absorbing is not None for b in batches):
+            absorbing = np.concatenate([b.steps_taken == 0 for b in batches])
         if batches[0].frames is not None:
             frames = np.concatenate([b.frames for b in batches])  # type: ignore[misc]
-            return ClipPairs.from_frames(frames, batches[0].frame_stack, acts, rews)
-        return ClipPairs(np.concatenate([b.obs for b in batches]), acts, rews)
+            return ClipPairs.from_frames(frames, batches[0].frame_stack, acts, rews, absorbing)
+        return ClipPairs(np.concatenate([b.obs for b in batches]), acts, rews, None, absorbing)
 
 
 @dataclass(frozen=True)
@@ -295,6 +341,8 @@ def save_dataset(dataset: PreferenceDataset, path: str | Path) -> None:
     obs = {"obs": pairs.obs}
     if pairs.frames is not None:
         obs = {"frames": pairs.frames, "frame_stack": np.array(pairs.frame_stack)}
+    if pairs.absorbing is not None:
+        obs["absorbing"] = pairs.absorbing
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(  # a file object: np.savez would append .npz to a name without it
             f,
@@ -320,7 +368,9 @@ def load_dataset(path: str | Path) -> PreferenceDataset:
             if "format" not in f.files or str(f["format"]) != DATASET_FORMAT:
                 raise CheckpointError(f"{path} is not a prefbench label dataset")
             obs_keys = ("frames", "frame_stack") if "frames" in f.files else ("obs",)
-            arrays = {k: f[k] for k in (*obs_keys, "acts", "true_rewards", "prefs")}
+            optional = ("absorbing",) if "absorbing" in f.files else ()
+            keys = (*obs_keys, *optional, "acts", "true_rewards", "prefs")
+            arrays = {k: f[k] for k in keys}
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - zip/npy errors all mean a bad file
@@ -328,12 +378,19 @@ def load_dataset(path: str | Path) -> PreferenceDataset:
             f"{path} is not a readable label dataset ({type(exc).__name__})"
         ) from exc
     try:
+        absorbing = arrays.get("absorbing")
         if "frames" in arrays:
             pairs = ClipPairs.from_frames(
-                arrays["frames"], int(arrays["frame_stack"]), arrays["acts"], arrays["true_rewards"]
+                arrays["frames"],
+                int(arrays["frame_stack"]),
+                arrays["acts"],
+                arrays["true_rewards"],
+                absorbing,
             )
         else:
-            pairs = ClipPairs(arrays["obs"], arrays["acts"], arrays["true_rewards"])
+            pairs = ClipPairs(
+                arrays["obs"], arrays["acts"], arrays["true_rewards"], None, absorbing
+            )
         return PreferenceDataset(pairs, arrays["prefs"].astype(np.float32))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path} holds inconsistent arrays: {exc}") from exc

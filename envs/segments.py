@@ -34,6 +34,8 @@ def sample_clip_pairs(
     """Sample ``n_pairs`` pairs of clips uniformly over all valid clip start positions.
 
     Each clip lies inside one trajectory; both clips of a pair are drawn independently.
+    A clip may include the absorbing steps of a trajectory built by
+    :func:`with_absorbing`; the pairs then mark them (``ClipPairs.absorbing``).
     Trajectories stored as frames (:meth:`Trajectory.from_frames`) give compact clips:
     each clip copies its ``H + k - 1`` distinct frames, not ``H`` stacks of ``k``.
 
@@ -69,18 +71,61 @@ def sample_clip_pairs(
     obs = np.empty((2 * n_pairs, span, *src[0].shape[1:]), dtype=src[0].dtype)
     acts = np.empty((2 * n_pairs, clip_length, *first.acts.shape[1:]), dtype=first.acts.dtype)
     rews = np.empty((2 * n_pairs, clip_length), dtype=np.float32)
+    absorbing = np.zeros((2 * n_pairs, clip_length), dtype=bool)
     for i, (ti, start) in enumerate(zip(traj_idx, offsets, strict=True)):
         t = usable[ti]
         obs[i] = src[ti][start : start + span]  # type: ignore[index]
         acts[i] = t.acts[start : start + clip_length]
         rews[i] = t.true_rewards[start : start + clip_length]
+        if t.absorbing_steps:
+            first_absorbing = len(t) - t.absorbing_steps - start
+            absorbing[i, max(first_absorbing, 0) :] = True
 
     def pairs(x: np.ndarray) -> np.ndarray:
         return x.reshape(n_pairs, 2, *x.shape[1:])
 
+    mask = pairs(absorbing) if any(t.absorbing_steps for t in usable) else None
     if stack:
-        return ClipPairs.from_frames(pairs(obs), stack, pairs(acts), pairs(rews))
-    return ClipPairs(pairs(obs), pairs(acts), pairs(rews))
+        return ClipPairs.from_frames(pairs(obs), stack, pairs(acts), pairs(rews), mask)
+    return ClipPairs(pairs(obs), pairs(acts), pairs(rews), None, mask)
+
+
+def with_absorbing(trajectory: Trajectory, steps: int) -> Trajectory:
+    """``trajectory`` followed by ``steps`` steps in the absorbing state, if it terminated.
+
+    A terminated episode stays in an absorbing state with reward 0 for ever: clips that
+    run past the termination compare a short life with a longer one, which is what tells
+    a reward's zero (preferences between clips of equal length are blind to a constant
+    added to every step). The absorbing steps repeat the terminal observation (the
+    ``final_obs`` where recorded, else the last one) with zero actions; they are marked,
+    and a reward model gives them 0 whatever their inputs. Trajectories that did not
+    terminate, and plain ones with ``steps = 0``, come back unchanged.
+
+    Args:
+        trajectory: A finished episode (plain observations, not frame stacks).
+        steps: Absorbing steps to append (``H - 1`` lets a clip of ``H`` steps start at
+            any step of the episode).
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not trajectory.terminated or steps == 0:
+        return trajectory
+    if trajectory.frames is not None or trajectory.absorbing_steps:
+        raise ValueError("absorbing steps need a plain trajectory without any yet")
+    last = trajectory.obs[-1] if trajectory.final_obs is None else trajectory.final_obs
+    obs = np.concatenate([trajectory.obs, np.repeat(last[None], steps, axis=0)])
+    acts = np.concatenate(
+        [trajectory.acts, np.zeros((steps, *trajectory.acts.shape[1:]), trajectory.acts.dtype)]
+    )
+    rews = np.concatenate([trajectory.true_rewards, np.zeros(steps, np.float32)])
+    return Trajectory(
+        obs,
+        acts,
+        rews.astype(np.float32),
+        final_obs=trajectory.final_obs,
+        terminated=True,
+        absorbing_steps=steps,
+    )
 
 
 class TrajectoryStore:

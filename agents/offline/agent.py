@@ -128,6 +128,11 @@ class OfflineAgent:
         return self.config.reward.segment_length
 
     @property
+    def absorbing_segments(self) -> bool:
+        """Whether labelled segments run past terminations (the evaluator's pairs alike)."""
+        return self.config.reward.offset == "absorbing"
+
+    @property
     def test_episodes(self) -> np.ndarray:
         """Indices of the episodes held out of labelling (fresh accuracy pairs come from them)."""
         _, test = split_episodes(

@@ -32,7 +32,7 @@ from prefbench.agents.reward_model import RewardModel, RewardModelConfig
 from prefbench.envs.data import PreferenceDataset
 from prefbench.envs.episodes import Episodes
 from prefbench.envs.seeding import make_rng, stream_seed
-from prefbench.envs.segments import sample_clip_pairs
+from prefbench.envs.segments import sample_clip_pairs, with_absorbing
 from prefbench.envs.teachers import Teacher
 
 #: Metric: Spearman correlation of learned and recorded episode returns over the dataset.
@@ -71,7 +71,12 @@ class OfflineRewardConfig:
             average and ending an episode can look better than living on). Only
             datasets whose episodes terminate, and returns-to-go, feel the choice; with
             ``mean``, IQL on our hopper-medium-replay fell over at once in 2 of 3 seeds
-            (results/README.md).
+            (results/README.md). ``absorbing`` lets the labels place the zero: segments
+            may run past an episode's termination into the absorbing state, which earns 0
+            for the teacher and the reward model alike (a short life against a longer one
+            tells whether living on is worth anything), and the relabelled rewards keep
+            that zero. Where no labelled segment reaches a termination (HalfCheetah), nothing
+            places it and ``min`` applies.
         test_episodes: Share of the dataset's episodes held out of labelling; the
             evaluator's ``rm_accuracy`` pairs come from them.
         model: The reward ensemble (the online agents' defaults).
@@ -105,7 +110,7 @@ class OfflineRewardConfig:
 
 
 #: Where a learned reward's zero lies (see :class:`OfflineRewardConfig`).
-OFFSETS = ("mean", "min")
+OFFSETS = ("mean", "min", "absorbing")
 
 
 def split_episodes(n_episodes: int, test_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,8 +134,9 @@ class RewardResult:
         model: The fitted reward model (learned source only).
         labels: The labelled pairs it was fit on (learned source only).
         shift: What was subtracted from the model's outputs (``reward.offset=min``: their
-            lowest value on the dataset; 0 otherwise). A step's reward while acting is
-            ``model.reward(obs, act) - shift``, as in training.
+            lowest value on the dataset; ``absorbing``: the absorbing state's; 0
+            otherwise). A step's reward while acting is ``model.reward(obs, act) - shift``,
+            as in training.
     """
 
     rewards: np.ndarray
@@ -150,19 +156,43 @@ class RewardResult:
         return (self.model.reward(obs, acts) - np.float32(self.shift)).astype(np.float32)
 
 
-def segment_starts(episodes: Episodes, segment_length: int) -> int:
-    """How many segments of ``segment_length`` steps fit inside the episodes."""
-    return int(np.maximum(episodes.lengths - segment_length + 1, 0).sum())
+def segment_starts(episodes: Episodes, segment_length: int, absorbing: bool = False) -> int:
+    """How many segments of ``segment_length`` steps the episodes give.
+
+    Args:
+        episodes: The dataset.
+        segment_length: Steps per segment.
+        absorbing: Segments may run past a termination (``reward.offset=absorbing``), so
+            every step of a terminated episode starts one.
+    """
+    fit = np.maximum(episodes.lengths - segment_length + 1, 0)
+    if absorbing:
+        fit = np.where(episodes.terminated, episodes.lengths, fit)
+    return int(fit.sum())
 
 
-def check_label_budget(episodes: Episodes, segment_length: int, label_budget: int) -> None:
+def label_trajectories(episodes: Episodes, segment_length: int, absorbing: bool) -> list:
+    """The episodes as trajectories that segments are cut from.
+
+    With ``absorbing``, each terminated episode is followed by ``segment_length - 1``
+    absorbing steps (:func:`~prefbench.envs.segments.with_absorbing`).
+    """
+    trajectories = episodes.trajectories()
+    if absorbing:
+        trajectories = [with_absorbing(t, segment_length - 1) for t in trajectories]
+    return trajectories
+
+
+def check_label_budget(
+    episodes: Episodes, segment_length: int, label_budget: int, absorbing: bool = False
+) -> None:
     """Refuse a budget the dataset cannot give distinct pairs for.
 
     Raises:
         ValueError: If no episode holds a segment, or the budget exceeds the number of
             distinct segment pairs.
     """
-    n = segment_starts(episodes, segment_length)
+    n = segment_starts(episodes, segment_length, absorbing)
     if n < 2:
         raise ValueError(
             f"no two segments of {segment_length} steps fit in the dataset's episodes "
@@ -222,10 +252,11 @@ def make_rewards(
     if teacher is None:
         raise ValueError("a learned reward needs a teacher")
     segment_length = config.segment_length
+    absorbing = config.offset == "absorbing"
     label_eps, _ = split_episodes(episodes.n_episodes, config.test_episodes, seed)
     labelled = episodes.select(label_eps)
-    check_label_budget(labelled, segment_length, label_budget)
-    trajectories = labelled.trajectories()
+    check_label_budget(labelled, segment_length, label_budget, absorbing)
+    trajectories = label_trajectories(labelled, segment_length, absorbing)
     metrics: dict[str, float] = {}
     if model is None or labels is None:
         model = new_reward_model(episodes, config, seed, device)
@@ -241,10 +272,14 @@ def make_rewards(
             for s in range(0, n, 65_536)
         ]
     ).astype(np.float32)
-    shift = float(rewards.min()) if config.offset == "min" else 0.0
+    offset = config.offset
+    if offset == "absorbing" and not zero_placed(labels):
+        offset = "min"  # no labelled segment reached a termination: nothing placed the zero
+    shift = {"min": float(rewards.min()), "absorbing": model.normalized_zero()}.get(offset, 0.0)
     rewards = rewards - np.float32(shift)
     true = episodes.rewards.astype(np.float64)
-    true = true - (true.min() if config.offset == "min" else true.mean())
+    if offset != "absorbing":  # with absorbing segments the true rewards' own zero is learned
+        true = true - (true.min() if offset == "min" else true.mean())
     # Accuracy on fresh pairs is the evaluator's (rm_accuracy), as for the online agents.
     metrics = {
         **metrics,
@@ -252,6 +287,12 @@ def make_rewards(
         RM_RETURN_SPEARMAN_TRUE_REWARD: return_spearman(episodes, true),
     }
     return RewardResult(rewards, metrics, model, labels, shift)
+
+
+def zero_placed(labels: PreferenceDataset) -> bool:
+    """Whether some labelled segment ran past a termination, which places a reward's zero."""
+    absorbing = labels.pairs.absorbing
+    return absorbing is not None and bool(absorbing.any())
 
 
 def _fit(
@@ -291,13 +332,16 @@ def fresh_pair_accuracy(
     n_pairs: int,
     rng: np.random.Generator,
     oracle: Teacher,
+    absorbing: bool = False,
 ) -> float:
     """The ``rm_accuracy`` of an offline run.
 
-    The share of decided fresh pairs, drawn uniformly over the dataset's segments, that
-    ``model`` orders as ``oracle`` does.
+    The share of decided fresh pairs, drawn uniformly over the dataset's segments (with
+    ``absorbing``, also those running past a termination, as labelled), that ``model``
+    orders as ``oracle`` does.
     """
-    pairs = sample_clip_pairs(episodes.trajectories(), n_pairs, segment_length, rng)
+    trajectories = label_trajectories(episodes, segment_length, absorbing)
+    pairs = sample_clip_pairs(trajectories, n_pairs, segment_length, rng)
     return model.preference_accuracy(pairs, oracle.label(pairs).prefs)
 
 
