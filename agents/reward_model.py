@@ -475,7 +475,7 @@ class RewardModel:
             a = a.reshape(o.shape[0], h, a.shape[-1])
             taken = None
             if pairs.absorbing is not None:
-                t = torch.as_tensor(pairs.steps_taken[s : s + chunk], device=self.device)
+                t = torch.as_tensor(~pairs.absorbing[s : s + chunk], device=self.device).float()
                 taken = t.reshape(1, -1, h).expand(k, -1, -1)
             r = self.net.clip_returns(
                 o.unsqueeze(0).expand(k, *o.shape), a.unsqueeze(0).expand(k, *a.shape), taken

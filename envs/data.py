@@ -188,6 +188,13 @@ class ClipPairs:
                 not np.any(self.true_rewards[self.absorbing]),
                 "true_rewards must be 0 at absorbing steps",
             )
+            # The absorbing state follows a clip's last step of experience and never ends.
+            starts_absorbing = h > 0 and bool(self.absorbing[..., 0].any())
+            leaves_absorbing = bool((np.diff(self.absorbing.astype(np.int8), axis=2) < 0).any())
+            _check(
+                not (starts_absorbing or leaves_absorbing),
+                "absorbing steps must end each clip, after at least one step of experience",
+            )
 
     @staticmethod
     def from_frames(

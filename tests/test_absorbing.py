@@ -77,6 +77,11 @@ def test_absorbing_masks_survive_indexing_joining_and_files(tmp_path):
     assert load_dataset(tmp_path / "plain.npz").pairs.absorbing is None
     with pytest.raises(ValueError, match="true_rewards must be 0"):
         ClipPairs(padded.obs, padded.acts, padded.true_rewards + 1, None, padded.absorbing)
+    zero = np.zeros_like(padded.true_rewards)
+    for bad in (np.ones_like(padded.absorbing), padded.absorbing[..., ::-1]):
+        # All absorbing, or absorbing before experience: no clip looks like that.
+        with pytest.raises(ValueError, match="must end each clip"):
+            ClipPairs(padded.obs, padded.acts, zero, None, bad.copy())
 
 
 def test_a_reward_model_gives_absorbing_steps_nothing():
@@ -115,6 +120,7 @@ def test_absorbing_labels_place_the_zero_that_equal_lengths_cannot():
     from prefbench.agents.offline.rewards import (
         RM_RETURN_SPEARMAN,
         RM_RETURN_SPEARMAN_TRUE_REWARD,
+        RM_SEGMENTS_PAST_TERMINATION,
         OfflineRewardConfig,
         make_rewards,
         return_spearman,
@@ -154,7 +160,8 @@ def test_absorbing_labels_place_the_zero_that_equal_lengths_cannot():
     got = {offset: fit(episodes, offset) for offset in ("min", "absorbing")}
     absorbing = got["absorbing"]
     assert absorbing.metrics[RM_RETURN_SPEARMAN_TRUE_REWARD] == 1.0  # the true zero is kept
-    assert absorbing.labels.pairs.absorbing.any()
+    share = absorbing.labels.pairs.absorbing.any(axis=2).mean()
+    assert absorbing.metrics[RM_SEGMENTS_PAST_TERMINATION] == share > 0.2
     assert absorbing.shift == pytest.approx(absorbing.model.normalized_zero())
     # The learned zero lies near the true one: its rewards are positive where the true are.
     learned = absorbing.rewards
@@ -169,3 +176,4 @@ def test_absorbing_labels_place_the_zero_that_equal_lengths_cannot():
     assert unplaced.labels.pairs.absorbing is None
     np.testing.assert_array_equal(unplaced.rewards, low.rewards)
     assert unplaced.metrics == low.metrics
+    assert unplaced.metrics[RM_SEGMENTS_PAST_TERMINATION] == 0

@@ -278,6 +278,11 @@ class _NullReporter:
         ),
         (["--task", DATASET, "--agent", "dt", "--set", "learner.lr=-1"], "learner.lr"),
         (["--task", DATASET, "--agent", "rwr", "--set", "reward.source=gold"], "reward.source"),
+        (
+            ["--task", DATASET, "--agent", "pref-rwr", "--teacher", "human"]
+            + ["--set", "reward.offset=absorbing"],
+            "cannot show segments that run past a termination",
+        ),
     ],
 )
 def test_bad_offline_input_exits_2(datasets, tmp_path, capsys, argv, message):

@@ -45,6 +45,7 @@ from prefbench.agents.reward_checkpoint import restore_reward_model, save_reward
 from prefbench.agents.reward_model import RewardModel
 from prefbench.envs.data import CheckpointError, load_dataset, save_dataset
 from prefbench.envs.files import atomic_path, write_text
+from prefbench.envs.human.teacher import ABSORBING_UNSHOWN, HumanTeacher
 from prefbench.envs.offline_tasks import OfflineTask
 from prefbench.envs.seeding import stream_seed
 from prefbench.envs.teachers import Teacher
@@ -101,6 +102,8 @@ class OfflineAgent:
         self.ctx = ctx
         self.teacher = teacher
         self.config = config or OfflineAgentConfig()
+        if self.config.reward.offset == "absorbing" and isinstance(teacher, HumanTeacher):
+            raise ValueError(ABSORBING_UNSHOWN)
         self.task: OfflineTask = ctx.task
         self.episodes, self.info = self.task.load()
         obs_space, act_space = self.task.control_task.spaces()

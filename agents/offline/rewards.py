@@ -10,7 +10,9 @@ averaged. Labels come from most of the episodes; the evaluator scores the fit on
 oracle-labelled pairs of the held-out rest (``rm_accuracy``), and the Spearman
 correlation of learned and true episode returns (``rm_return_spearman``) is logged, with
 the one the true step rewards reach when their zero is placed as the learned reward's
-(``rm_return_spearman_true_reward``; see ``reward.offset``).
+(``rm_return_spearman_true_reward``; see ``reward.offset``). With
+``reward.offset=absorbing`` segments may run past a termination, and
+``rm_segments_past_termination`` is the share of labelled segments that did.
 
 The controls tell what a learned reward adds: ``zero`` (every reward 0) and ``random``
 (i.i.d. uniform on [0, 1] per step). Offline RL scores well on many Hopper and Walker2d
@@ -29,7 +31,7 @@ from scipy.stats import spearmanr
 from prefbench.agents.protocol import PreferencePredictor
 from prefbench.agents.query import SelectorOptions, make_selector
 from prefbench.agents.reward_model import RewardModel, RewardModelConfig
-from prefbench.envs.data import PreferenceDataset
+from prefbench.envs.data import PreferenceDataset, Trajectory
 from prefbench.envs.episodes import Episodes
 from prefbench.envs.seeding import make_rng, stream_seed
 from prefbench.envs.segments import sample_clip_pairs, with_absorbing
@@ -42,6 +44,10 @@ RM_RETURN_SPEARMAN = "rm_return_spearman"
 #: zero, and where episodes differ in length the zero moves the ranking of their returns:
 #: this is what a reward model exact up to that zero would reach.
 RM_RETURN_SPEARMAN_TRUE_REWARD = "rm_return_spearman_true_reward"
+#: Metric: share of the labelled segments that run past a termination into the absorbing
+#: state (``reward.offset=absorbing``; 0 otherwise). At 0 nothing placed the reward's
+#: zero, and ``min`` applied.
+RM_SEGMENTS_PAST_TERMINATION = "rm_segments_past_termination"
 #: Steps per labelled segment unless set (PEBBLE's 50; Preference Transformer uses 100,
 #: Uni-RLHF 200 on D4RL).
 DEFAULT_SEGMENT_LENGTH = 50
@@ -171,7 +177,9 @@ def segment_starts(episodes: Episodes, segment_length: int, absorbing: bool = Fa
     return int(fit.sum())
 
 
-def label_trajectories(episodes: Episodes, segment_length: int, absorbing: bool) -> list:
+def label_trajectories(
+    episodes: Episodes, segment_length: int, absorbing: bool
+) -> list[Trajectory]:
     """The episodes as trajectories that segments are cut from.
 
     With ``absorbing``, each terminated episode is followed by ``segment_length - 1``
@@ -272,8 +280,9 @@ def make_rewards(
             for s in range(0, n, 65_536)
         ]
     ).astype(np.float32)
+    past = segments_past_termination(labels)
     offset = config.offset
-    if offset == "absorbing" and not zero_placed(labels):
+    if offset == "absorbing" and not past:
         offset = "min"  # no labelled segment reached a termination: nothing placed the zero
     shift = {"min": float(rewards.min()), "absorbing": model.normalized_zero()}.get(offset, 0.0)
     rewards = rewards - np.float32(shift)
@@ -285,19 +294,20 @@ def make_rewards(
         **metrics,
         RM_RETURN_SPEARMAN: return_spearman(episodes, rewards),
         RM_RETURN_SPEARMAN_TRUE_REWARD: return_spearman(episodes, true),
+        RM_SEGMENTS_PAST_TERMINATION: past,
     }
     return RewardResult(rewards, metrics, model, labels, shift)
 
 
-def zero_placed(labels: PreferenceDataset) -> bool:
-    """Whether some labelled segment ran past a termination, which places a reward's zero."""
+def segments_past_termination(labels: PreferenceDataset) -> float:
+    """Share of the labelled segments that run past a termination (what places the zero)."""
     absorbing = labels.pairs.absorbing
-    return absorbing is not None and bool(absorbing.any())
+    return 0.0 if absorbing is None else float(absorbing.any(axis=2).mean())
 
 
 def _fit(
     model: RewardModel,
-    trajectories: list,
+    trajectories: list[Trajectory],
     config: OfflineRewardConfig,
     teacher: Teacher,
     label_budget: int,

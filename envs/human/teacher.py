@@ -24,6 +24,13 @@ from prefbench.envs.files import atomic_path
 from prefbench.envs.human.media import PairRenderer
 from prefbench.envs.human.queue import LabelQueue, Query, query_id
 
+#: The page shows a clip's frames only: a clip that ran past its episode's end would show
+#: the final pose frozen, which a person need not read as "ended, worth 0".
+ABSORBING_UNSHOWN = (
+    "the labelling page cannot show segments that run past a termination; use "
+    "--teacher human with reward.offset=min or mean, not absorbing"
+)
+
 
 def default_queue() -> Path:
     """``$PREFBENCH_LABEL_QUEUE``, else ``label-queue`` under the prefbench cache."""
@@ -88,6 +95,8 @@ class HumanTeacher:
         """Ask people about every pair; wait up to the timeout; unanswered ones abstain."""
         if self.queue is None or self.settings is None or self.renderer is None:
             raise ValueError("the human teacher needs a queue and a renderer (bind, use_renderer)")
+        if pairs.absorbing is not None and pairs.absorbing.any():
+            raise ValueError(ABSORBING_UNSHOWN)
         n = len(pairs)
         swapped = self.rng.random(n) < 0.5
         returns = pairs.true_rewards.astype(np.float64).sum(axis=2)  # (N, 2)
