@@ -164,3 +164,21 @@ OFFLINE_ABSORBING_CPU = dataclasses.replace(
         (500,), dt_overrides=DT_CPU, learned_overrides=("reward.offset=absorbing",)
     ),
 )
+
+#: offline-gate-cpu's two medium-expert sets with the learned rewards' zero placed by the
+#: labels; every other cell is offline-gate-cpu's own (copy its run folders first: only
+#: the 12 ``pref-*`` cells run).
+OFFLINE_ABSORBING_GATE_CPU = dataclasses.replace(
+    OFFLINE_GATE_CPU,
+    name="offline-absorbing-gate-cpu",
+    description="about 15 minutes on 2 CPU cores beside offline-gate-cpu's cells: "
+    "hopper/walker2d-medium-expert, pref-mle-filter and pref-dt with the learned reward's "
+    "zero placed by the labels (reward.offset=absorbing), 3 seeds, 5k updates",
+    agents=offline_agents(
+        (500,),
+        ("mle-filter", "dt"),
+        DT_CPU,
+        controls=("zero",),
+        learned_overrides=("reward.offset=absorbing",),
+    ),
+)

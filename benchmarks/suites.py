@@ -442,6 +442,7 @@ for _name in (
     "offline-labels-cpu",
     "offline-gate-cpu",
     "offline-absorbing-cpu",
+    "offline-absorbing-gate-cpu",
     "offline-mujoco",
 ):
     SUITES.register(
