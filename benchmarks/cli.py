@@ -65,6 +65,15 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=None, help="results folder (default: runs/SUITE)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument(
+        "--reuse",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="copy finished cells of the same key from another results folder instead of "
+        "running them (repeatable)",
+    )
+    r.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -345,12 +354,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         command="prefbench " + shlex.join(sys.argv[1:]),
         show_progress=not args.no_progress,
+        reuse=args.reuse,
     )
     wall = time.perf_counter() - start
     if outcome.finished + outcome.skipped:
         print(write_report(out))
+    reused = f" ({outcome.reused} copied from --reuse)" if outcome.reused else ""
     print(
-        f"suite {suite.name}: {outcome.total} cells, {outcome.skipped} already done, "
+        f"suite {suite.name}: {outcome.total} cells, {outcome.skipped} already done{reused}, "
         f"{outcome.finished} run now, {len(outcome.failed)} failed; results in {out} "
         f"({wall:.0f}s)"
     )

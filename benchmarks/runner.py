@@ -7,7 +7,11 @@ Layout of a results folder::
     OUT/failures/<key>.txt  traceback of a cell that crashed (removed once it succeeds)
     OUT/records.csv         long-format records: one row per cell and evaluation point
 
-A cell is finished when its folder has ``summary.json``; rerunning the same command
+A cell is finished when its folder has ``summary.json``. A cell's key is a hash of all
+that shapes its results, so a finished cell of another suite's folder with the same key
+is this cell's result: ``--reuse FOLDER`` copies such cells in instead of rerunning them
+(a suite that adds learned-reward variants beside another suite's true-reward and control
+cells). Rerunning the same command
 skips finished cells and lets unfinished ones go on from their last saved state (agents
 that save one: every built-in learner) or start over, so a killed sweep resumes with no
 cell lost or counted twice (records are rebuilt from the finished folders, keyed by the
@@ -23,6 +27,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import sys
 import time
@@ -64,15 +69,17 @@ class SweepOutcome:
 
     Attributes:
         total: Cells in the suite.
-        skipped: Cells already finished before this run.
+        skipped: Cells already finished before this run (reused ones included).
         finished: Cells finished by this run.
         failed: Keys of cells that failed in this run.
+        reused: Finished cells copied in from other results folders by this run.
     """
 
     total: int
     skipped: int
     finished: int
     failed: tuple[str, ...]
+    reused: int = 0
 
 
 def prepare_folder(out: Path, suite: Suite) -> None:
@@ -112,6 +119,50 @@ def prepare_folder(out: Path, suite: Suite) -> None:
 def is_finished(out: Path, cell: Cell) -> bool:
     """Whether the cell's run folder is complete."""
     return (out / "cells" / cell.key / "summary.json").is_file()
+
+
+def check_sources(sources: Iterable[Path]) -> list[Path]:
+    """The ``--reuse`` folders, each checked to be a results folder.
+
+    Raises:
+        ResultsFolderError: For one that is not.
+    """
+    sources = list(sources)
+    for src in sources:
+        if not (src / "suite.json").is_file():
+            raise ResultsFolderError(f"--reuse {src}: not a prefbench results folder")
+    return sources
+
+
+def reuse_cells(out: Path, cells: Iterable[Cell], sources: Iterable[Path]) -> int:
+    """Copy the finished cells of ``cells`` that ``out`` lacks from other results folders.
+
+    A copy lands under a temporary name and is renamed into place, so a kill leaves no
+    half-copied cell; an unfinished attempt in ``out`` is replaced unless a worker holds
+    its lock. Returns how many cells were copied.
+
+    Raises:
+        ResultsFolderError: A source that is not a prefbench results folder.
+    """
+    sources = check_sources(sources)
+    copied = 0
+    for cell in cells:
+        src = next((s for s in sources if is_finished(s, cell)), None)
+        if src is None or is_finished(out, cell):
+            continue
+        dest = out / "cells" / cell.key
+        tmp = out / "cells" / f".{cell.key}.reuse"
+        with open(out / "cells" / f".{cell.key}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a worker is on it
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src / "cells" / cell.key, tmp)
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+        copied += 1
+    return copied
 
 
 def _die_with_parent() -> None:
@@ -349,8 +400,12 @@ def run_suite(
     ray_address: str | None = None,
     command: str = "",
     show_progress: bool = True,
+    reuse: Iterable[Path] = (),
 ) -> SweepOutcome:
     """Run the suite's unfinished cells and rebuild the records.
+
+    ``reuse``: results folders whose finished cells of the same key are copied in first
+    (:func:`reuse_cells`).
 
     Raises:
         UnknownIdError / ValueError: Bad suite content or arguments.
@@ -362,8 +417,10 @@ def run_suite(
     if n_workers < 1:
         raise ValueError(f"--workers must be >= 1, got {n_workers}")
     cells = suite.cells(seeds)
+    reuse = check_sources(reuse)  # before ``out`` is made
     prepare_folder(out, suite)
     write_json(out / "versions.json", versions())
+    reused = reuse_cells(out, cells, reuse)
     todo = [c for c in cells if not is_finished(out, c)]
     skipped = len(cells) - len(todo)
     finished: list[str] = []
@@ -379,4 +436,4 @@ def run_suite(
         else:
             _run_ray(todo, out, command, ray_address, on_done, show_progress)
     write_records(out, suite, cells)
-    return SweepOutcome(len(cells), skipped, len(finished), tuple(failed))
+    return SweepOutcome(len(cells), skipped, len(finished), tuple(failed), reused)

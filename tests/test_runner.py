@@ -151,6 +151,20 @@ def test_local_sweep_runs_every_cell_and_resumes(plugin, tmp_path):
     assert again.skipped == 8 and again.finished == 0
     assert (out / "records.csv").read_text() == before
 
+    # Another suite with some of the same cells takes them over instead of running them.
+    other, copy = replace(suite, name="tiny-copy"), tmp_path / "copy"
+    with pytest.raises(ResultsFolderError, match="not a prefbench results folder"):
+        run_suite(other, copy, reuse=[tmp_path / "nowhere"], show_progress=False)
+    assert not copy.exists()
+    prepare_folder(copy, other)
+    (copy / "cells" / cells[0].key).mkdir()  # an unfinished attempt: replaced
+    took = run_suite(other, copy, workers=2, show_progress=False, reuse=[out])
+    assert took.reused == took.skipped == 8 and took.finished == 0
+    copied = pd.read_csv(copy / "records.csv")
+    pd.testing.assert_frame_equal(
+        copied.drop(columns="suite"), pd.read_csv(out / "records.csv").drop(columns="suite")
+    )
+
 
 def test_crashing_cell_is_recorded_and_others_finish(plugin, tmp_path):
     out = tmp_path / "res"
