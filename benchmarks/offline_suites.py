@@ -151,8 +151,8 @@ OFFLINE_GATE_CPU = dataclasses.replace(
 
 #: offline-mujoco-cpu's medium-replay half with the learned rewards' zero placed by the
 #: labels (``reward.offset=absorbing``: segments may run past a termination). Every other
-#: cell is offline-mujoco-cpu's own (the same cell keys): copy its run folders first and
-#: only the 24 ``pref-*`` cells run.
+#: cell is offline-mujoco-cpu's own (the same cell keys): with ``--reuse`` on its results
+#: folder only the 24 ``pref-*`` cells run.
 OFFLINE_ABSORBING_CPU = dataclasses.replace(
     OFFLINE_MUJOCO_CPU,
     name="offline-absorbing-cpu",
@@ -166,8 +166,8 @@ OFFLINE_ABSORBING_CPU = dataclasses.replace(
 )
 
 #: offline-gate-cpu's two medium-expert sets with the learned rewards' zero placed by the
-#: labels; every other cell is offline-gate-cpu's own (copy its run folders first: only
-#: the 12 ``pref-*`` cells run).
+#: labels; every other cell is offline-gate-cpu's own (with ``--reuse`` on its results
+#: folder only the 12 ``pref-*`` cells run).
 OFFLINE_ABSORBING_GATE_CPU = dataclasses.replace(
     OFFLINE_GATE_CPU,
     name="offline-absorbing-gate-cpu",
