@@ -266,7 +266,12 @@ class ClipPairs:
         rews = np.concatenate([b.true_rewards for b in batches])
         absorbing = None
         if any(b.absorbing is not None for b in batches):
-            absorbing = np.concatenate([b.steps_taken == 0 for b in batches])
+            absorbing = np.concatenate(
+                [
+                    np.zeros(b.true_rewards.shape, bool) if b.absorbing is None else b.absorbing
+                    for b in batches
+                ]
+            )
         if batches[0].frames is not None:
             frames = np.concatenate([b.frames for b in batches])  # type: ignore[misc]
             return ClipPairs.from_frames(frames, batches[0].frame_stack, acts, rews, absorbing)

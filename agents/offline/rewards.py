@@ -162,19 +162,13 @@ class RewardResult:
         return (self.model.reward(obs, acts) - np.float32(self.shift)).astype(np.float32)
 
 
-def segment_starts(episodes: Episodes, segment_length: int, absorbing: bool = False) -> int:
-    """How many segments of ``segment_length`` steps the episodes give.
+def segment_starts(trajectories: list[Trajectory], segment_length: int) -> int:
+    """How many segments of ``segment_length`` steps the trajectories give.
 
-    Args:
-        episodes: The dataset.
-        segment_length: Steps per segment.
-        absorbing: Segments may run past a termination (``reward.offset=absorbing``), so
-            every step of a terminated episode starts one.
+    Counted as :func:`~prefbench.envs.segments.sample_clip_pairs` draws them, absorbing
+    steps included (:func:`label_trajectories`).
     """
-    fit = np.maximum(episodes.lengths - segment_length + 1, 0)
-    if absorbing:
-        fit = np.where(episodes.terminated, episodes.lengths, fit)
-    return int(fit.sum())
+    return sum(max(len(t) - segment_length + 1, 0) for t in trajectories)
 
 
 def label_trajectories(
@@ -192,19 +186,20 @@ def label_trajectories(
 
 
 def check_label_budget(
-    episodes: Episodes, segment_length: int, label_budget: int, absorbing: bool = False
+    trajectories: list[Trajectory], segment_length: int, label_budget: int
 ) -> None:
-    """Refuse a budget the dataset cannot give distinct pairs for.
+    """Refuse a budget the segments of ``trajectories`` cannot give distinct pairs for.
 
     Raises:
         ValueError: If no episode holds a segment, or the budget exceeds the number of
             distinct segment pairs.
     """
-    n = segment_starts(episodes, segment_length, absorbing)
+    n = segment_starts(trajectories, segment_length)
     if n < 2:
+        longest = max(len(t) - t.absorbing_steps for t in trajectories)
         raise ValueError(
             f"no two segments of {segment_length} steps fit in the dataset's episodes "
-            f"(longest: {int(episodes.lengths.max())} steps); lower the segment length"
+            f"(longest: {longest} steps); lower the segment length"
         )
     if label_budget > n * (n - 1) // 2:
         raise ValueError(
@@ -262,9 +257,8 @@ def make_rewards(
     segment_length = config.segment_length
     absorbing = config.offset == "absorbing"
     label_eps, _ = split_episodes(episodes.n_episodes, config.test_episodes, seed)
-    labelled = episodes.select(label_eps)
-    check_label_budget(labelled, segment_length, label_budget, absorbing)
-    trajectories = label_trajectories(labelled, segment_length, absorbing)
+    trajectories = label_trajectories(episodes.select(label_eps), segment_length, absorbing)
+    check_label_budget(trajectories, segment_length, label_budget)
     metrics: dict[str, float] = {}
     if model is None or labels is None:
         model = new_reward_model(episodes, config, seed, device)
