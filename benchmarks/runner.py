@@ -32,7 +32,8 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,17 +135,34 @@ def check_sources(sources: Iterable[Path]) -> list[Path]:
     return sources
 
 
-def reuse_cells(out: Path, cells: Iterable[Cell], sources: Iterable[Path]) -> int:
+@contextmanager
+def cell_lock(out: Path, cell: Cell) -> Iterator[bool]:
+    """Hold the cell's lock file in ``out`` while the block runs; yields whether it was free.
+
+    Whoever trains or replaces a cell's folder holds it, so a rerun never races a leftover
+    worker.
+    """
+    with open(out / "cells" / f".{cell.key}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def reuse_cells(out: Path, cells: Iterable[Cell], sources: list[Path]) -> int:
     """Copy the finished cells of ``cells`` that ``out`` lacks from other results folders.
 
     A copy lands under a temporary name and is renamed into place, so a kill leaves no
     half-copied cell; an unfinished attempt in ``out`` is replaced unless a worker holds
     its lock. Returns how many cells were copied.
 
-    Raises:
-        ResultsFolderError: A source that is not a prefbench results folder.
+    Args:
+        out: The results folder (prepared).
+        cells: The suite's cells.
+        sources: Results folders, checked with :func:`check_sources`.
     """
-    sources = check_sources(sources)
     copied = 0
     for cell in cells:
         src = next((s for s in sources if is_finished(s, cell)), None)
@@ -152,10 +170,8 @@ def reuse_cells(out: Path, cells: Iterable[Cell], sources: Iterable[Path]) -> in
             continue
         dest = out / "cells" / cell.key
         tmp = out / "cells" / f".{cell.key}.reuse"
-        with open(out / "cells" / f".{cell.key}.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with cell_lock(out, cell) as held:
+            if not held:
                 continue  # a worker is on it
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(src / "cells" / cell.key, tmp)
@@ -191,11 +207,8 @@ def run_cell(cell: Cell, out: Path, command: str, progress: Any = None, threads:
     """
     failures = out / "failures"
     cells = out / "cells"
-    lock_path = cells / f".{cell.key}.lock"
-    with open(lock_path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with cell_lock(out, cell) as held:
+        if not held:
             return "busy"
         on_progress: Callable[[int], None] | None = None
         if progress is not None:
