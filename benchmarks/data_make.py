@@ -29,7 +29,6 @@ root, keyed by the behaviour settings.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -50,7 +49,7 @@ from prefbench.benchmarks.data_config import DataMakeConfig, command_line
 from prefbench.benchmarks.run_folder import git_commit
 from prefbench.envs.data import CheckpointError, Trajectory
 from prefbench.envs.episodes import Episodes, load_episodes, save_episodes
-from prefbench.envs.files import write_json
+from prefbench.envs.files import file_lock, write_json
 from prefbench.envs.kinds import Budget
 from prefbench.envs.minari_io import d4rl_score, dataset_exists, work_dir, write_dataset
 from prefbench.envs.offline_tasks import DATASET_ENVS, QUALITIES, OfflineTask, get_offline_task
@@ -113,17 +112,12 @@ class DatasetBuilder:
     def lock(self) -> Iterator[None]:
         """Hold the task's build lock: a second ``data make`` of it fails at once."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
+        with file_lock(self.dir / ".lock") as held:
+            if not held:
                 raise ValueError(
                     f"another `prefbench data make` is building {self.task_id} ({self.dir})"
-                ) from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                )
+            yield
 
     # ------------------------------------------------------------ behaviour run
     def _agent(self) -> SB3Agent:

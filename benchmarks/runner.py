@@ -22,7 +22,6 @@ hold a lock on their cell, so a rerun never races a leftover worker.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import json
 import math
 import multiprocessing as mp
@@ -57,7 +56,7 @@ from prefbench.benchmarks.columns import (
 from prefbench.benchmarks.run_folder import read_metrics, versions, write_csv
 from prefbench.benchmarks.suites import SUITE_FORMAT, Cell, Suite
 from prefbench.benchmarks.train import train
-from prefbench.envs.files import write_json, write_text
+from prefbench.envs.files import file_lock, write_json, write_text
 
 
 class ResultsFolderError(ValueError):
@@ -142,13 +141,8 @@ def cell_lock(out: Path, cell: Cell) -> Iterator[bool]:
     Whoever trains or replaces a cell's folder holds it, so a rerun never races a leftover
     worker.
     """
-    with open(out / "cells" / f".{cell.key}.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+    with file_lock(out / "cells" / f".{cell.key}.lock") as held:
+        yield held
 
 
 def reuse_cells(out: Path, cells: Iterable[Cell], sources: list[Path]) -> int:

@@ -1,13 +1,15 @@
-"""Atomic file writing: every data file this package writes goes through :func:`atomic_path`.
+"""Atomic file writing, and lock files (:func:`file_lock`).
 
-A file is written under a temporary name beside its target and renamed into place, so a
-killed process never leaves a half-written file that reads as data: readers see the old
-file or the new one. (Logs, TensorBoard events and the RL learner's own CSV log are
-appended as they go; nothing reads them back.)
+Every data file this package writes goes through :func:`atomic_path`: a file is written
+under a temporary name beside its target and renamed into place, so a killed process
+never leaves a half-written file that reads as data: readers see the old file or the
+new one. (Logs, TensorBoard events and the RL learner's own CSV log are appended as
+they go; nothing reads them back.)
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -46,3 +48,29 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented, key-sorted JSON atomically (non-JSON values as strings)."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextmanager
+def file_lock(path: str | Path, wait: bool = False) -> Iterator[bool]:
+    """Hold an exclusive lock on the file ``path`` while the block runs.
+
+    The lock is the operating system's (``flock``), so it is released when its holder
+    exits or is killed; the file is only its handle and may be left behind.
+
+    Args:
+        path: The lock file (created if missing; its folder must exist).
+        wait: Wait while another process holds it, instead of giving up at once.
+
+    Yields:
+        Whether the lock is held: ``False`` only when ``wait`` is off and another
+        process holds it (the block then runs without it).
+    """
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield True

@@ -20,7 +20,6 @@ second waits for the first and uses its model).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -42,7 +41,7 @@ from prefbench.agents.lm.config import PretrainConfig
 from prefbench.agents.lm.tokenizer import EOS, train_tokenizer
 from prefbench.envs.cache import cache_dir
 from prefbench.envs.data import CheckpointError
-from prefbench.envs.files import atomic_path, write_json
+from prefbench.envs.files import atomic_path, file_lock, write_json
 from prefbench.envs.seeding import make_torch_generator, stream_seed
 from prefbench.envs.text_tasks import TextTask
 
@@ -121,12 +120,12 @@ class Pretrainer:
         find it built, and use it.
         """
         self.partial.mkdir(parents=True, exist_ok=True)
-        with open(self.partial / ".lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self.log(f"{self.task.id}: waiting for another process building {self.dir}")
-                fcntl.flock(handle, fcntl.LOCK_EX)
+        with file_lock(self.partial / ".lock") as held:
+            if held:
+                yield
+                return
+        self.log(f"{self.task.id}: waiting for another process building {self.dir}")
+        with file_lock(self.partial / ".lock", wait=True):
             yield
 
     def build(self, record: dict[str, Any] | None = None) -> Path:
