@@ -25,7 +25,8 @@ import numpy as np
 from prefbench.agents.protocol import AgentSpec, Reporter, RunContext
 from prefbench.agents.query import QuerySelector, SelectorOptions, make_selector
 from prefbench.agents.reward_checkpoint import restore_reward_model, save_reward_model
-from prefbench.agents.reward_model import RewardModel, RewardModelConfig, action_dim
+from prefbench.agents.reward_model import RewardModel, RewardModelConfig
+from prefbench.agents.reward_nets import action_dim
 from prefbench.agents.rl import ATARI_RL, RLConfig
 from prefbench.agents.sb3_agent import SB3Agent
 from prefbench.agents.schedule import PreferenceSchedule

@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -37,11 +36,6 @@ from prefbench.agents.reward_nets import DeviceData, NumpyEnsemble, RewardEnsemb
 from prefbench.agents.tensor_cache import TensorCache
 from prefbench.envs.data import CheckpointError, ClipPairs, PreferenceDataset
 from prefbench.envs.seeding import make_torch_generator
-
-
-def action_dim(space: gym.Space) -> int:
-    """Length of the action vector the reward model reads: a Box flattened, a Discrete 1."""
-    return int(np.prod(space.shape)) if space.shape else 1
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -194,6 +195,11 @@ class RewardEnsemble(nn.Module):
         )
         r = (r - self.out_mean[:, None]) / self.out_std[:, None]
         return r.mean(dim=0) * self.config.output_std
+
+
+def action_dim(space: gym.Space) -> int:
+    """Length of the action vector the reward model reads: a Box flattened, a Discrete 1."""
+    return int(np.prod(space.shape)) if space.shape else 1
 
 
 @dataclass(frozen=True)

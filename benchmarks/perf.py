@@ -14,7 +14,8 @@ import time
 import numpy as np
 import torch
 
-from prefbench.agents.reward_model import RewardModel, RewardModelConfig, action_dim
+from prefbench.agents.reward_model import RewardModel, RewardModelConfig
+from prefbench.agents.reward_nets import action_dim
 from prefbench.envs.atari import ATARI_CLIP_STEPS
 from prefbench.envs.data import ClipPairs, PreferenceDataset
 
