@@ -351,6 +351,32 @@ def test_reward_offsets_and_held_out_episodes(datasets):
     assert not (obs[:, None, :] == test_obs[None, :, :]).all(-1).any()
 
 
+def test_teachers_are_calibrated_on_the_labelled_episodes(datasets):
+    """Thresholds and rationality follow the dataset's clip returns, not a unit scale."""
+    from prefbench.agents.offline.rewards import OfflineRewardConfig, make_rewards, split_episodes
+    from prefbench.envs.teachers import ReturnScale, make_teacher
+
+    config = OfflineRewardConfig(epochs=1, segment_length=20, test_episodes=0.25)
+    label, _ = split_episodes(datasets.n_episodes, 0.25, 0)
+    scale = ReturnScale.from_trajectories(datasets.select(label).trajectories(), 20)
+    labels = {}
+    for name in ("oracle", "equal", "stochastic"):
+        teacher = make_teacher(name, np.random.default_rng(0))
+        result = make_rewards(datasets, config, teacher=teacher, label_budget=200, seed=0)
+        assert teacher.scale == scale
+        labels[name] = result.labels
+    # The same pairs are drawn whatever the teacher (none abstains here).
+    returns = labels["oracle"].pairs.true_rewards.sum(axis=2)
+    np.testing.assert_array_equal(labels["equal"].pairs.true_rewards.sum(axis=2), returns)
+    near = np.abs(returns[:, 0] - returns[:, 1]) < 0.1 * abs(scale.typical)
+    assert 0 < near.sum() < len(near)
+    np.testing.assert_array_equal(labels["equal"].prefs[near], 0.5)
+    np.testing.assert_array_equal(labels["equal"].prefs[~near], labels["oracle"].prefs[~near])
+    # At beta = 1 on the dataset's spread, some choices go against the returns.
+    flipped = labels["stochastic"].prefs != labels["oracle"].prefs
+    assert 0.05 < flipped.mean() < 0.5
+
+
 def _rewards_by_offset(episodes, label_budget, **config):
     """Oracle-learned rewards of ``episodes`` under each ``reward.offset``."""
     from prefbench.agents.offline.rewards import OfflineRewardConfig, make_rewards

@@ -35,7 +35,7 @@ from prefbench.envs.data import PreferenceDataset, Trajectory
 from prefbench.envs.episodes import Episodes
 from prefbench.envs.seeding import make_rng, stream_seed
 from prefbench.envs.segments import sample_clip_pairs, with_absorbing
-from prefbench.envs.teachers import Teacher
+from prefbench.envs.teachers import CalibratedTeacher, ReturnScale, Teacher
 
 #: Metric: Spearman correlation of learned and recorded episode returns over the dataset.
 RM_RETURN_SPEARMAN = "rm_return_spearman"
@@ -261,6 +261,14 @@ def make_rewards(
     check_label_budget(trajectories, segment_length, label_budget)
     metrics: dict[str, float] = {}
     if model is None or labels is None:
+        if isinstance(teacher, CalibratedTeacher):
+            # Thresholds and rationality are fractions of the clip returns the teacher
+            # sees: measure them on the labelled episodes, as the online agents do on
+            # their rollouts (uncalibrated, skip, equal and stochastic act as the oracle).
+            scale = ReturnScale.from_trajectories(
+                episodes.select(label_eps).trajectories(), segment_length
+            )
+            teacher.calibrate(scale)
         model = new_reward_model(episodes, config, seed, device)
         labels, metrics = _fit(
             model, trajectories, config, teacher, label_budget, segment_length, seed
