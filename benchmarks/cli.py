@@ -328,7 +328,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     summary = train(cfg, command="prefbench " + shlex.join(sys.argv[1:]))
     print(f"run folder: {summary['run_dir']}")
     acc = summary["final_rm_accuracy"]
-    acc_text = "n/a" if acc != acc else f"{acc:.3f}"
+    acc_text = "n/a" if acc is None or acc != acc else f"{acc:.3f}"  # old summaries: NaN
     print(
         f"final: steps {summary['steps']}  labels used {summary['labels_used']}  "
         f"true return {summary['final_true_return']:.2f}  rm accuracy {acc_text}  "

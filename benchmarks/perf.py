@@ -6,7 +6,6 @@ Figures are printed, never asserted: timings belong to benchmarks, not to unit t
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import time
@@ -220,7 +219,7 @@ def overhead(args: argparse.Namespace) -> float:
         print(
             f"{name:15} train {r['train_time']:7.1f}s  wall {r['wall_time']:7.1f}s  "
             f"true return {r['final_true_return']:8.1f}"
-            + ("" if math.isnan(acc) else f"  rm accuracy {acc:.3f}")
+            + ("" if acc is None else f"  rm accuracy {acc:.3f}")
         )
     print(
         f"overhead on {args.task}, {args.steps} steps: "

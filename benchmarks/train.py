@@ -40,6 +40,7 @@ from prefbench.benchmarks.columns import (
 from prefbench.benchmarks.evaluation import EVALUATORS, Evaluator, make_evaluator
 from prefbench.benchmarks.run_folder import (
     ResumeStates,
+    close_logger,
     finite_items,
     keep_rows_until,
     previous_resumes,
@@ -161,7 +162,15 @@ def train(
     if isinstance(teacher, ShowsPairs) and task.kind != "text":
         teacher.use_renderer(control_renderer(task))  # text agents draw their own pairs
     with scoped_torch(spec.seed, cfg.threads):
-        agent = agent_spec.build(ctx, teacher, spec.agent_overrides(task.id, agent_spec.config))
+        try:
+            agent = agent_spec.build(ctx, teacher, spec.agent_overrides(task.id, agent_spec.config))
+        except ValueError:
+            # Bad input found only with the data at hand (an offline dataset that does not
+            # fit the task, a label budget it cannot give): a new run leaves no folder.
+            close_logger(logger)
+            if state_dir is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         recorder = RunRecorder(
             agent, make_evaluator(task, spec), run_dir, spec, logger, cfg.progress, on_progress
         )
@@ -209,7 +218,8 @@ def train(
         STEPS: final[STEPS],
         "budget_unit": ctx.budget.unit,
         "final_true_return": final[TRUE_RETURN],
-        "final_rm_accuracy": final[RM_ACCURACY],
+        # JSON has no NaN: a run without a reward model records null.
+        "final_rm_accuracy": final[RM_ACCURACY] if math.isfinite(final[RM_ACCURACY]) else None,
         WALL_TIME: time.perf_counter() - recorder.start,
         TRAIN_TIME: final[TRAIN_TIME],
         "eval_time": recorder.eval_time,

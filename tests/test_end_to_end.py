@@ -131,7 +131,9 @@ def test_ppo_baseline(tmp_path):
     run_dir = Path(summary["run_dir"])
     assert run_dir.name == "pendulum-ppo-s0"
     assert summary["teacher"] is None and summary["label_budget"] == 0
-    assert math.isnan(summary["final_rm_accuracy"])
+    assert summary["final_rm_accuracy"] is None
+    # Strict JSON: no NaN constants.
+    json.loads((run_dir / "summary.json").read_text(), parse_constant=pytest.fail)
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert metrics["rm_accuracy"].isna().all()
     assert (metrics["labels_used"] == 0).all()
@@ -157,7 +159,7 @@ def test_random_baseline_and_unfinished_folder_restart(tmp_path):
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert metrics["steps"].tolist() == [0, 1000]
     assert metrics["rm_accuracy"].isna().all()
-    assert math.isnan(summary["final_rm_accuracy"])
+    assert summary["final_rm_accuracy"] is None
     assert summary["steps"] == 1000
 
 

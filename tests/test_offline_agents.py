@@ -269,6 +269,11 @@ class _NullReporter:
         (["--task", "test/pendulum/wide-v0", "--agent", "bc"], "needs (3,)"),
         (["--task", DATASET, "--agent", "pref-dt", "--labels", "10000000"], "exceeds"),
         (
+            ["--task", DATASET, "--agent", "pref-dt", "--labels", "1000000"]
+            + ["--set", "reward.query=disagreement", "--set", "reward.oversample=1000"],
+            "of memory",
+        ),
+        (
             ["--task", DATASET, "--agent", "pref-dt", "--set", "reward.segment_length=500"],
             "no two segments",
         ),
@@ -294,6 +299,8 @@ def test_bad_offline_input_exits_2(datasets, tmp_path, capsys, argv, message):
     )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and "\n" not in err, err
+    written = [p.name for p in tmp_path.iterdir()]
+    assert not written or message == "not finite", written  # a NaN loss comes mid-run
 
 
 def test_missing_builtin_dataset_names_the_command(datasets, tmp_path, capsys):

@@ -36,6 +36,7 @@ from prefbench.agents.offline.learners import LEARNERS, Learner, get_learner
 from prefbench.agents.offline.rewards import (
     OfflineRewardConfig,
     RewardResult,
+    labelled_trajectories,
     make_rewards,
     new_reward_model,
     split_episodes,
@@ -115,6 +116,8 @@ class OfflineAgent:
                 f"and actions {self.episodes.acts.shape[1:]}; task {self.task.control} needs "
                 f"{obs_space.shape} and {act_space.shape}"
             )
+        if self.config.reward.source == "learned":  # refuse a bad budget before any work
+            labelled_trajectories(self.episodes, self.config.reward, ctx.label_budget, ctx.seed)
         self.action_low, self.action_high = act_space.low, act_space.high
         self.labels_used = 0
         self.rewards: RewardResult | None = None

@@ -23,6 +23,7 @@ arXiv 2306.03286), so a learned-reward result means something only beside them.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +52,9 @@ RM_SEGMENTS_PAST_TERMINATION = "rm_segments_past_termination"
 #: Steps per labelled segment unless set (PEBBLE's 50; Preference Transformer uses 100,
 #: Uni-RLHF 200 on D4RL).
 DEFAULT_SEGMENT_LENGTH = 50
+#: Copies of the drawn segments held at once while labelling and fitting (the sampled
+#: arrays, the labelled dataset, the reward model's tensors): the label budget's memory check.
+SEGMENT_COPIES = 3
 #: Where an offline learner's rewards come from.
 REWARD_SOURCES = ("learned", "true", "zero", "random")
 
@@ -186,13 +190,24 @@ def label_trajectories(
 
 
 def check_label_budget(
-    trajectories: list[Trajectory], segment_length: int, label_budget: int
+    trajectories: list[Trajectory],
+    segment_length: int,
+    label_budget: int,
+    candidates_per_label: int = 1,
 ) -> None:
-    """Refuse a budget the segments of ``trajectories`` cannot give distinct pairs for.
+    """Refuse a budget the segments of ``trajectories`` cannot give, or memory cannot hold.
+
+    Args:
+        trajectories: What segments are cut from (:func:`label_trajectories`).
+        segment_length: Steps per segment.
+        label_budget: Pairs to label.
+        candidates_per_label: Pairs drawn per label (the ``disagreement`` selector's
+            ``oversample``), all held in memory at once.
 
     Raises:
-        ValueError: If no episode holds a segment, or the budget exceeds the number of
-            distinct segment pairs.
+        ValueError: If no episode holds a segment, the budget exceeds the number of
+            distinct segment pairs, or the segments drawn would not fit in this machine's
+            memory.
     """
     n = segment_starts(trajectories, segment_length)
     if n < 2:
@@ -206,6 +221,35 @@ def check_label_budget(
             f"label budget {label_budget} exceeds the {n * (n - 1) // 2} distinct segment pairs "
             "of this dataset"
         )
+    first = trajectories[0]
+    # float32 observation, action and reward, and the absorbing flag, of every step.
+    step_bytes = 4 * (int(np.prod(first.obs.shape[1:])) + int(np.prod(first.acts.shape[1:])) + 2)
+    need = SEGMENT_COPIES * label_budget * candidates_per_label * 2 * segment_length * step_bytes
+    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > have:
+        raise ValueError(
+            f"label budget {label_budget} needs about {need / 2**30:.0f} GiB for its segments, "
+            f"more than this machine's {have / 2**30:.0f} GiB of memory"
+        )
+
+
+def labelled_trajectories(
+    episodes: Episodes, config: OfflineRewardConfig, label_budget: int, seed: int
+) -> list[Trajectory]:
+    """The trajectories a learned reward's labelled segments come from, budget checked.
+
+    The episodes not held out for ``rm_accuracy`` (:func:`split_episodes`), cut as
+    :func:`label_trajectories` says.
+
+    Raises:
+        ValueError: A budget they cannot give (:func:`check_label_budget`).
+    """
+    label_eps, _ = split_episodes(episodes.n_episodes, config.test_episodes, seed)
+    absorbing = config.offset == "absorbing"
+    trajectories = label_trajectories(episodes.select(label_eps), config.segment_length, absorbing)
+    per_label = config.oversample if config.query == "disagreement" else 1
+    check_label_budget(trajectories, config.segment_length, label_budget, per_label)
+    return trajectories
 
 
 def new_reward_model(
@@ -255,20 +299,17 @@ def make_rewards(
     if teacher is None:
         raise ValueError("a learned reward needs a teacher")
     segment_length = config.segment_length
-    absorbing = config.offset == "absorbing"
-    label_eps, _ = split_episodes(episodes.n_episodes, config.test_episodes, seed)
-    trajectories = label_trajectories(episodes.select(label_eps), segment_length, absorbing)
-    check_label_budget(trajectories, segment_length, label_budget)
+    trajectories = labelled_trajectories(episodes, config, label_budget, seed)
     metrics: dict[str, float] = {}
     if model is None or labels is None:
         if isinstance(teacher, CalibratedTeacher):
             # Thresholds and rationality are fractions of the clip returns the teacher
-            # sees: measure them on the labelled episodes, as the online agents do on
-            # their rollouts (uncalibrated, skip, equal and stochastic act as the oracle).
-            scale = ReturnScale.from_trajectories(
-                episodes.select(label_eps).trajectories(), segment_length
-            )
-            teacher.calibrate(scale)
+            # sees: measure them on the labelled episodes (absorbing steps left out), as
+            # the online agents do on their rollouts; uncalibrated, skip, equal and
+            # stochastic would label as the oracle.
+            label_eps, _ = split_episodes(episodes.n_episodes, config.test_episodes, seed)
+            real = episodes.select(label_eps).trajectories()
+            teacher.calibrate(ReturnScale.from_trajectories(real, segment_length))
         model = new_reward_model(episodes, config, seed, device)
         labels, metrics = _fit(
             model, trajectories, config, teacher, label_budget, segment_length, seed
