@@ -305,11 +305,13 @@ def _list_tasks() -> None:
 
     for name in TEXT_TASKS:
         print(f"{name:26} {'text':8} {TEXT_TASKS.get(name).description}")
-    from prefbench.envs.offline_tasks import builtin_ids, minari_id
+    from prefbench.envs.offline_tasks import builtin_ids, get_offline_task, minari_id
 
     for name in builtin_ids():
         env, quality = name.split("-", 1)
-        print(f"{name:26} {'offline':8} {minari_id(env, quality):28} (`prefbench data list`)")
+        missing = get_offline_task(name).missing_extra()
+        note = f"(needs prefbench[{missing}])" if missing else "(`prefbench data list`)"
+        print(f"{name:26} {'offline':8} {minari_id(env, quality):28} {note}")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

@@ -27,6 +27,15 @@ def test_list_tasks(capsys):
     assert pendulum.split() == ["pendulum", "control", "Pendulum-v1", "200", "30"]
 
 
+def test_list_tasks_names_the_extra_an_offline_task_lacks(capsys, monkeypatch):
+    from prefbench.envs import tasks
+
+    monkeypatch.setitem(tasks.EXTRA_MODULES, "mujoco", "no_such_simulator_xyz")
+    code, out, _ = run(capsys, "list", "tasks")
+    hopper = next(line for line in out.splitlines() if line.startswith("hopper-medium-replay "))
+    assert code == 0 and hopper.endswith("(needs prefbench[mujoco])"), hopper
+
+
 def test_list_agents(capsys):
     code, out, _ = run(capsys, "list", "agents")
     assert code == 0
