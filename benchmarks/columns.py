@@ -121,10 +121,16 @@ def migrate_metrics(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def migrate_summary(summary: dict) -> dict:
-    """A ``summary.json`` under the current names (old runs said ``labels``)."""
-    if LABELS_USED in summary or "labels" not in summary:
-        return summary
-    return {(LABELS_USED if k == "labels" else k): v for k, v in summary.items()}
+    """A ``summary.json`` under the current names and values.
+
+    Old runs said ``labels`` for ``labels_used``, and NaN for a missing rm accuracy (now
+    null).
+    """
+    summary = {(LABELS_USED if k == "labels" else k): v for k, v in summary.items()}
+    acc = summary.get("final_rm_accuracy")
+    if isinstance(acc, float) and acc != acc:
+        summary["final_rm_accuracy"] = None
+    return summary
 
 
 def migrate_records(frame: pd.DataFrame) -> pd.DataFrame:

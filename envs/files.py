@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,9 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 @contextmanager
-def file_lock(path: str | Path, wait: bool = False) -> Iterator[bool]:
+def file_lock(
+    path: str | Path, wait: bool = False, on_wait: Callable[[], None] | None = None
+) -> Iterator[bool]:
     """Hold an exclusive lock on the file ``path`` while the block runs.
 
     The lock is the operating system's (``flock``), so it is released when its holder
@@ -60,6 +62,7 @@ def file_lock(path: str | Path, wait: bool = False) -> Iterator[bool]:
     Args:
         path: The lock file (created if missing; its folder must exist).
         wait: Wait while another process holds it, instead of giving up at once.
+        on_wait: Called once before waiting (e.g. to log that it waits).
 
     Yields:
         Whether the lock is held: ``False`` only when ``wait`` is off and another
@@ -68,9 +71,12 @@ def file_lock(path: str | Path, wait: bool = False) -> Iterator[bool]:
     with open(path, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
         except BlockingIOError:
-            if not wait:
-                yield False
-                return
+            held = False
+        if not held and wait:
+            if on_wait is not None:
+                on_wait()
             fcntl.flock(handle, fcntl.LOCK_EX)
-        yield True
+            held = True
+        yield held

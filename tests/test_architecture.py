@@ -210,8 +210,9 @@ def test_old_finished_run_summary_reads_under_current_names(tmp_path):
     cfg = tiny_config(tmp_path, "random", overrides=())
     run_dir = tmp_path / "pendulum-random-s0"
     run_dir.mkdir()
-    (run_dir / "summary.json").write_text(json.dumps({"labels": 0, "steps": 2048}))
-    assert train(cfg) == {"labels_used": 0, "steps": 2048}
+    old = {"labels": 0, "steps": 2048, "final_rm_accuracy": float("nan")}
+    (run_dir / "summary.json").write_text(json.dumps(old))
+    assert train(cfg) == {"labels_used": 0, "steps": 2048, "final_rm_accuracy": None}
 
 
 def test_label_dataset_saves_under_any_suffix(tmp_path):

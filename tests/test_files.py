@@ -29,15 +29,17 @@ def test_file_lock_can_wait_for_its_holder(tmp_path):
         assert held
 
         def waiter() -> None:
-            with file_lock(path, wait=True) as got:
+            with file_lock(path, wait=True, on_wait=lambda: order.append("waits")) as got:
                 order.append(("waiter", got))
 
         thread = threading.Thread(target=waiter)
         thread.start()
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while "waits" not in order and time.monotonic() < deadline:
+            time.sleep(0.01)
         order.append(("holder done", True))
     thread.join(timeout=10)
-    assert order == [("holder done", True), ("waiter", True)]
+    assert order == ["waits", ("holder done", True), ("waiter", True)]
 
 
 def test_file_lock_of_a_killed_process_is_released(tmp_path):

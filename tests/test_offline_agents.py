@@ -270,7 +270,8 @@ class _NullReporter:
         (["--task", DATASET, "--agent", "pref-dt", "--labels", "10000000"], "exceeds"),
         (
             ["--task", DATASET, "--agent", "pref-dt", "--labels", "1000000"]
-            + ["--set", "reward.query=disagreement", "--set", "reward.oversample=1000"],
+            + ["--set", "reward.query=disagreement", "--set", "reward.oversample=1000"]
+            + ["--set", "reward.rounds=2"],
             "of memory",
         ),
         (
@@ -283,6 +284,10 @@ class _NullReporter:
         ),
         (["--task", DATASET, "--agent", "dt", "--set", "learner.lr=-1"], "learner.lr"),
         (["--task", DATASET, "--agent", "rwr", "--set", "reward.source=gold"], "reward.source"),
+        (
+            ["--task", DATASET, "--agent", "rwr", "--set", "reward.source=learned"],
+            "needs a teacher",
+        ),
         (
             ["--task", DATASET, "--agent", "pref-rwr", "--teacher", "human"]
             + ["--set", "reward.offset=absorbing"],

@@ -120,12 +120,8 @@ class Pretrainer:
         find it built, and use it.
         """
         self.partial.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.partial / ".lock") as held:
-            if held:
-                yield
-                return
-        self.log(f"{self.task.id}: waiting for another process building {self.dir}")
-        with file_lock(self.partial / ".lock", wait=True):
+        waiting = f"{self.task.id}: waiting for another process building {self.dir}"
+        with file_lock(self.partial / ".lock", wait=True, on_wait=lambda: self.log(waiting)):
             yield
 
     def build(self, record: dict[str, Any] | None = None) -> Path:

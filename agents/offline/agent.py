@@ -116,7 +116,9 @@ class OfflineAgent:
                 f"and actions {self.episodes.acts.shape[1:]}; task {self.task.control} needs "
                 f"{obs_space.shape} and {act_space.shape}"
             )
-        if self.config.reward.source == "learned":  # refuse a bad budget before any work
+        if self.config.reward.source == "learned":  # refuse bad input before any work
+            if teacher is None:
+                raise ValueError("a learned reward needs a teacher: use a pref-* agent")
             labelled_trajectories(self.episodes, self.config.reward, ctx.label_budget, ctx.seed)
         self.action_low, self.action_high = act_space.low, act_space.high
         self.labels_used = 0

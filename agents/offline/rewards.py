@@ -176,24 +176,20 @@ def segment_starts(trajectories: list[Trajectory], segment_length: int) -> int:
 
 
 def label_trajectories(
-    episodes: Episodes, segment_length: int, absorbing: bool
+    trajectories: list[Trajectory], segment_length: int, absorbing: bool
 ) -> list[Trajectory]:
-    """The episodes as trajectories that segments are cut from.
+    """Episodes as segments are cut from them.
 
     With ``absorbing``, each terminated episode is followed by ``segment_length - 1``
     absorbing steps (:func:`~prefbench.envs.segments.with_absorbing`).
     """
-    trajectories = episodes.trajectories()
     if absorbing:
-        trajectories = [with_absorbing(t, segment_length - 1) for t in trajectories]
+        return [with_absorbing(t, segment_length - 1) for t in trajectories]
     return trajectories
 
 
 def check_label_budget(
-    trajectories: list[Trajectory],
-    segment_length: int,
-    label_budget: int,
-    candidates_per_label: int = 1,
+    trajectories: list[Trajectory], segment_length: int, label_budget: int, candidates: int = 0
 ) -> None:
     """Refuse a budget the segments of ``trajectories`` cannot give, or memory cannot hold.
 
@@ -201,12 +197,12 @@ def check_label_budget(
         trajectories: What segments are cut from (:func:`label_trajectories`).
         segment_length: Steps per segment.
         label_budget: Pairs to label.
-        candidates_per_label: Pairs drawn per label (the ``disagreement`` selector's
-            ``oversample``), all held in memory at once.
+        candidates: Pairs drawn at once to choose a round's labels from (``disagreement``
+            selection after the first round), held beside the labelled ones.
 
     Raises:
         ValueError: If no episode holds a segment, the budget exceeds the number of
-            distinct segment pairs, or the segments drawn would not fit in this machine's
+            distinct segment pairs, or the segments would not fit in this machine's
             memory.
     """
     n = segment_starts(trajectories, segment_length)
@@ -224,7 +220,7 @@ def check_label_budget(
     first = trajectories[0]
     # float32 observation, action and reward, and the absorbing flag, of every step.
     step_bytes = 4 * (int(np.prod(first.obs.shape[1:])) + int(np.prod(first.acts.shape[1:])) + 2)
-    need = SEGMENT_COPIES * label_budget * candidates_per_label * 2 * segment_length * step_bytes
+    need = 2 * segment_length * step_bytes * (SEGMENT_COPIES * label_budget + candidates)
     have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     if need > have:
         raise ValueError(
@@ -235,21 +231,26 @@ def check_label_budget(
 
 def labelled_trajectories(
     episodes: Episodes, config: OfflineRewardConfig, label_budget: int, seed: int
-) -> list[Trajectory]:
-    """The trajectories a learned reward's labelled segments come from, budget checked.
+) -> tuple[list[Trajectory], list[Trajectory]]:
+    """What a learned reward's labelled segments come from, with the budget checked.
 
-    The episodes not held out for ``rm_accuracy`` (:func:`split_episodes`), cut as
-    :func:`label_trajectories` says.
+    Returns:
+        ``(plain, cut)``: the episodes not held out for ``rm_accuracy``
+        (:func:`split_episodes`) as trajectories (views, no copies), and the same cut as
+        :func:`label_trajectories` says.
 
     Raises:
         ValueError: A budget they cannot give (:func:`check_label_budget`).
     """
     label_eps, _ = split_episodes(episodes.n_episodes, config.test_episodes, seed)
-    absorbing = config.offset == "absorbing"
-    trajectories = label_trajectories(episodes.select(label_eps), config.segment_length, absorbing)
-    per_label = config.oversample if config.query == "disagreement" else 1
-    check_label_budget(trajectories, config.segment_length, label_budget, per_label)
-    return trajectories
+    every = episodes.trajectories()
+    plain = [every[i] for i in label_eps]
+    cut = label_trajectories(plain, config.segment_length, config.offset == "absorbing")
+    candidates = 0
+    if config.query == "disagreement" and config.rounds > 1:  # the first round is uniform
+        candidates = math.ceil(label_budget / config.rounds) * config.oversample
+    check_label_budget(cut, config.segment_length, label_budget, candidates)
+    return plain, cut
 
 
 def new_reward_model(
@@ -299,7 +300,7 @@ def make_rewards(
     if teacher is None:
         raise ValueError("a learned reward needs a teacher")
     segment_length = config.segment_length
-    trajectories = labelled_trajectories(episodes, config, label_budget, seed)
+    plain, trajectories = labelled_trajectories(episodes, config, label_budget, seed)
     metrics: dict[str, float] = {}
     if model is None or labels is None:
         if isinstance(teacher, CalibratedTeacher):
@@ -307,9 +308,7 @@ def make_rewards(
             # sees: measure them on the labelled episodes (absorbing steps left out), as
             # the online agents do on their rollouts; uncalibrated, skip, equal and
             # stochastic would label as the oracle.
-            label_eps, _ = split_episodes(episodes.n_episodes, config.test_episodes, seed)
-            real = episodes.select(label_eps).trajectories()
-            teacher.calibrate(ReturnScale.from_trajectories(real, segment_length))
+            teacher.calibrate(ReturnScale.from_trajectories(plain, segment_length))
         model = new_reward_model(episodes, config, seed, device)
         labels, metrics = _fit(
             model, trajectories, config, teacher, label_budget, segment_length, seed
@@ -393,7 +392,7 @@ def fresh_pair_accuracy(
     ``absorbing``, also those running past a termination, as labelled), that ``model``
     orders as ``oracle`` does.
     """
-    trajectories = label_trajectories(episodes, segment_length, absorbing)
+    trajectories = label_trajectories(episodes.trajectories(), segment_length, absorbing)
     pairs = sample_clip_pairs(trajectories, n_pairs, segment_length, rng)
     return model.preference_accuracy(pairs, oracle.label(pairs).prefs)
 
