@@ -65,8 +65,19 @@ def agent_roles(agents: Iterable[str]) -> dict[str, tuple[str, str]]:
     return roles
 
 
-def _column(source: str, label_budget: int) -> str:
-    return f"learned ({label_budget})" if source == "learned" else source
+def _column(source: str, label_budget: int, teacher: str) -> str:
+    """The table column: the source, and for a learned reward its labels (and teacher)."""
+    if source != "learned":
+        return source
+    if teacher in ("", "oracle"):
+        return f"learned ({label_budget})"
+    return f"learned ({label_budget}, {teacher})"
+
+
+def _learned_parts(column: str) -> tuple[int, str]:
+    """``(label budget, teacher)`` of a ``learned (...)`` column."""
+    budget, _, teacher = column.removeprefix("learned (").rstrip(")").partition(", ")
+    return int(budget), teacher or "oracle"
 
 
 def _finals(records: pd.DataFrame) -> pd.DataFrame:
@@ -75,8 +86,10 @@ def _finals(records: pd.DataFrame) -> pd.DataFrame:
     roles = agent_roles(final[AGENT].unique())
     final = final[final[AGENT].isin(roles)].copy()
     final["learner"] = [roles[a][0] for a in final[AGENT]]
+    teachers = final["teacher"].fillna("").astype(str) if "teacher" in final else [""] * len(final)
     final["column"] = [
-        _column(roles[a][1], int(b)) for a, b in zip(final[AGENT], final[LABEL_BUDGET], strict=True)
+        _column(roles[a][1], int(b), t)
+        for a, b, t in zip(final[AGENT], final[LABEL_BUDGET], teachers, strict=True)
     ]
     return final
 
@@ -108,7 +121,8 @@ def source_table(records: pd.DataFrame) -> pd.DataFrame:
     Returns:
         Columns ``task`` (a dataset, or :data:`ALL_TASKS` pooling them by stratified
         bootstrap where there are several), ``learner``, ``column`` (``none``, ``true``,
-        ``learned (B)``, ``zero``, ``random``), ``runs``, ``iqm``, ``low``, ``high``, and
+        ``learned (B)``, or ``learned (B, teacher)`` for a teacher other than the
+        oracle, ``zero``, ``random``), ``runs``, ``iqm``, ``low``, ``high``, and
         for learned rewards ``rm_accuracy``, ``rm_return_spearman`` and
         ``rm_return_spearman_true_reward`` (means over runs; NaN where not recorded).
     """
@@ -164,8 +178,14 @@ def _cell(table: pd.DataFrame, task: str, learner: str, column: str) -> pd.Serie
 
 
 def _learned_columns(table: pd.DataFrame) -> list[str]:
+    """The ``learned`` columns by label budget, the oracle's first at each budget."""
     cols = table["column"][table["column"].str.startswith("learned")].unique()
-    return sorted(cols, key=lambda c: int(c.split("(")[1].rstrip(")")))
+
+    def order(column: str) -> tuple[int, bool, str]:
+        budget, teacher = _learned_parts(column)
+        return budget, teacher != "oracle", teacher
+
+    return sorted(cols, key=order)
 
 
 def target_checks(table: pd.DataFrame) -> pd.DataFrame:
@@ -209,7 +229,8 @@ def target_checks(table: pd.DataFrame) -> pd.DataFrame:
                 bool(zero_dt.high < dt.low),
             )
         for column in _learned_columns(table):
-            labels = column.removeprefix("learned (").rstrip(")") + " labels"
+            budget, teacher = _learned_parts(column)
+            labels = f"{budget} labels" + ("" if teacher == "oracle" else f" of {teacher}")
             for learner in sorted({*LEARNED_SHARE, *table["learner"]} - {"bc"}):
                 pref = _cell(table, task, learner, column)
                 if pref is None:

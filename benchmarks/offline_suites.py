@@ -13,6 +13,7 @@ import dataclasses
 
 from prefbench.agents.offline.rewards import RM_RETURN_SPEARMAN, RM_RETURN_SPEARMAN_TRUE_REWARD
 from prefbench.benchmarks.suites import AgentEntry, Suite
+from prefbench.envs.teachers import BPREF_TEACHERS
 
 #: The offline learners with a reward (BC has none).
 LEARNERS = ("dt", "rwr", "mle-filter", "iql")
@@ -181,4 +182,20 @@ OFFLINE_ABSORBING_GATE_CPU = dataclasses.replace(
         controls=("zero",),
         learned_overrides=("reward.offset=absorbing",),
     ),
+)
+
+#: Learned rewards from each of the six simulated teachers on the dataset where a learned
+#: reward is worth most against the controls (halfcheetah-medium-expert: 10%-BC and RWR
+#: at 0.94-0.99 on the true and the oracle-learned reward, 0.34-0.44 on zero and random).
+#: Every oracle and reference cell is offline-mujoco-cpu's own (the same cell keys): with
+#: ``--reuse`` on its results folder only the 30 cells of the five other teachers run.
+OFFLINE_TEACHERS_CPU = dataclasses.replace(
+    OFFLINE_MUJOCO_CPU,
+    name="offline-teachers-cpu",
+    description="about 15 minutes on 2 CPU cores beside offline-mujoco-cpu's cells: "
+    "halfcheetah-medium-expert, 10%-BC and RWR on rewards learned from 500 labels of each "
+    "of the six simulated teachers, 3 seeds, 5k updates",
+    tasks=("halfcheetah-medium-expert",),
+    agents=offline_agents((500,), ("mle-filter", "rwr")),
+    teachers=tuple(BPREF_TEACHERS),
 )

@@ -443,6 +443,7 @@ for _name in (
     "offline-gate-cpu",
     "offline-absorbing-cpu",
     "offline-absorbing-gate-cpu",
+    "offline-teachers-cpu",
     "offline-mujoco",
 ):
     SUITES.register(

@@ -146,3 +146,21 @@ def test_notes_show_the_true_rewards_spearman_where_recorded():
         "returns 0.800 (the true reward with the learned reward's zero: 0.810)."
     )
     assert note(_records(FINALS, spearman=0.8)).endswith("returns 0.800.")  # older records
+
+
+def test_learned_rewards_of_other_teachers_get_their_own_columns():
+    records = _records(FINALS)
+    noisy = records[records["agent"] == "pref-dt"].copy()
+    noisy["cell"] += "-stochastic"
+    noisy["teacher"] = "stochastic"
+    noisy.loc[noisy["steps"] > 0, "normalized_score"] = 0.2
+    records["teacher"] = np.where(records["agent"].str.startswith("pref-"), "oracle", "")
+    table = source_table(pd.concat([records, noisy], ignore_index=True))
+    dt = table[(table["learner"] == "dt") & (table["task"] != ALL_TASKS)].set_index("column")
+    assert dt.loc["learned (500, stochastic)", "iqm"] == pytest.approx(0.2)
+    assert dt.loc["learned (500)", "iqm"] != pytest.approx(0.2)
+    checks = target_checks(table)
+    assert checks["check"].str.contains("500 labels of stochastic").any()
+    text = to_markdown(table, checks)
+    header = next(line for line in text.splitlines() if "| learner |" in line)
+    assert header.index("learned (500) ") < header.index("learned (500, stochastic)")
