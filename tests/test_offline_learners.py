@@ -378,15 +378,6 @@ def test_learner_rejects_bad_arguments():
         learner.act(np.zeros((4, 2)))
     with pytest.raises(ValueError, match="obs must be"):
         learner.act(np.zeros((3, 4, 2)))
-    flat = toy_episodes()
-    with pytest.raises(ValueError, match="different returns"):
-        iql.IQL(
-            flat.with_rewards(np.ones(len(flat), np.float32)),
-            LOW,
-            HIGH,
-            iql.Config(**SMALL, reward_scale="dataset"),
-            [0],
-        )
 
 
 def test_filtering_weights_and_scales_from_the_data():
@@ -416,6 +407,9 @@ def test_filtering_weights_and_scales_from_the_data():
     scaled = iql.IQL(data, LOW, HIGH, iql.Config(**SMALL, reward_scale="dataset"), [0])
     assert scaled.reward_scale == pytest.approx(1000 / (returns.max() - returns.min()))
     torch.testing.assert_close(scaled.rewards, torch.as_tensor(data.rewards) * scaled.reward_scale)
+    flat = data.with_rewards(np.zeros_like(data.rewards))  # the zero-reward control
+    flat_scaled = iql.IQL(flat, LOW, HIGH, iql.Config(**SMALL, reward_scale="dataset"), [0])
+    assert flat_scaled.reward_scale == 1
     decay = iql.IQL(data, LOW, HIGH, iql.Config(**SMALL, actor_lr_decay_steps=4), [0])
     lrs = []
     for _ in range(6):

@@ -91,14 +91,12 @@ class Config(LearnerConfig):
 def dataset_reward_scale(data: Episodes) -> float:
     """CORL's ``1000 / (max return - min return)`` over the episodes.
 
-    Raises:
-        ValueError: If every episode has the same return.
+    1 where every episode has the same return (the zero-reward control): no spread to
+    scale to, and a constant reward needs none.
     """
     returns = data.returns().astype(np.float64)
     spread = float(returns.max() - returns.min())
-    if not spread > 0:
-        raise ValueError("reward_scale='dataset' needs episodes with different returns")
-    return 1000.0 / spread
+    return 1000.0 / spread if spread > 0 else 1.0
 
 
 class IQL(OfflineLearner):
