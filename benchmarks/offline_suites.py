@@ -199,22 +199,3 @@ OFFLINE_TEACHERS_CPU = dataclasses.replace(
     agents=offline_agents((500,), ("mle-filter", "rwr")),
     teachers=tuple(BPREF_TEACHERS),
 )
-
-#: IQL with CORL's (and the IQL authors') MuJoCo reward scaling, ``1000 / (max return -
-#: min return)`` of the dataset's episodes under the reward it trains on, beside
-#: offline-mujoco-cpu's IQL cells, which take the rewards as they are.
-OFFLINE_IQL_SCALE_CPU = dataclasses.replace(
-    OFFLINE_MUJOCO_CPU,
-    name="offline-iql-scale-cpu",
-    description="about 20 minutes on 2 CPU cores: offline-mujoco-cpu's datasets, IQL with "
-    "rewards scaled to episode returns spanning 1000 (learner.reward_scale=dataset) on "
-    "true/learned (500)/zero/random rewards, 3 seeds, 5k updates",
-    agents=tuple(
-        AgentEntry(
-            agent,
-            label_budgets=(500,) if agent.startswith("pref-") else (),
-            overrides=("learner.reward_scale=dataset",),
-        )
-        for agent in ("iql", "pref-iql", "zero-iql", "random-iql")
-    ),
-)

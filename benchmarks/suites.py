@@ -444,7 +444,6 @@ for _name in (
     "offline-absorbing-cpu",
     "offline-absorbing-gate-cpu",
     "offline-teachers-cpu",
-    "offline-iql-scale-cpu",
     "offline-mujoco",
 ):
     SUITES.register(
