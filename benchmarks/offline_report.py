@@ -2,10 +2,11 @@
 
 An offline suite trains every learner on the true reward (the upper reference), on a
 reward learned from preferences (``pref-*``) and on the zero and random controls. The
-tables here put them side by side, a row per learner and a column per reward source, as
-the interquartile mean of the final normalised score (D4RL / 100) with a 95%
+tables here put them side by side, a row per learner and a column per reward source
+(learned rewards by label budget, and by teacher where not the oracle's), as the
+interquartile mean of the final normalised score (D4RL / 100) with a 95%
 stratified-bootstrap interval (:func:`~prefbench.benchmarks.report.iqm_stratified_ci`),
-per dataset and over all datasets.
+per dataset and over all datasets (for the columns every dataset has).
 
 :func:`target_checks` then reads the suite's targets off the same numbers:
 
@@ -76,7 +77,7 @@ def _column(source: str, label_budget: int, teacher: str) -> str:
 
 def _learned_parts(column: str) -> tuple[int, str]:
     """``(label budget, teacher)`` of a ``learned (...)`` column."""
-    budget, _, teacher = column.removeprefix("learned (").rstrip(")").partition(", ")
+    budget, _, teacher = column.removeprefix("learned (").removesuffix(")").partition(", ")
     return int(budget), teacher or "oracle"
 
 
@@ -131,7 +132,10 @@ def source_table(records: pd.DataFrame) -> pd.DataFrame:
     tasks = sorted(final["task"].unique())
     for (learner, column), g in final.groupby(["learner", "column"], sort=True):
         per_task = {t: g.loc[g["task"] == t] for t in tasks}
-        pooled = [(ALL_TASKS, g)] if len(tasks) > 1 else []
+        # Pooled only over every dataset: a column some lack would be set beside
+        # another pooled over more of them.
+        covered = all(per_task[t]["normalized_score"].notna().any() for t in tasks)
+        pooled = [(ALL_TASKS, g)] if len(tasks) > 1 and covered else []
         for task, part in [*per_task.items(), *pooled]:
             scores = [
                 p["normalized_score"].dropna().to_numpy()

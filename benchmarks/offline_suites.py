@@ -192,7 +192,7 @@ OFFLINE_ABSORBING_GATE_CPU = dataclasses.replace(
 OFFLINE_TEACHERS_CPU = dataclasses.replace(
     OFFLINE_MUJOCO_CPU,
     name="offline-teachers-cpu",
-    description="about 15 minutes on 2 CPU cores beside offline-mujoco-cpu's cells: "
+    description="about 7 minutes on 2 CPU cores beside offline-mujoco-cpu's cells: "
     "halfcheetah-medium-expert, 10%-BC and RWR on rewards learned from 500 labels of each "
     "of the six simulated teachers, 3 seeds, 5k updates",
     tasks=("halfcheetah-medium-expert",),

@@ -164,3 +164,15 @@ def test_learned_rewards_of_other_teachers_get_their_own_columns():
     text = to_markdown(table, checks)
     header = next(line for line in text.splitlines() if "| learner |" in line)
     assert header.index("learned (500) ") < header.index("learned (500, stochastic)")
+
+
+def test_columns_some_datasets_lack_are_not_pooled():
+    records = _records(FINALS, tasks=("hopper-medium-replay", "walker2d-medium-replay"))
+    noisy = records[(records["agent"] == "pref-dt") & (records["task"] == "hopper-medium-replay")]
+    noisy = noisy.assign(cell=noisy["cell"] + "-stochastic", teacher="stochastic")
+    records["teacher"] = np.where(records["agent"].str.startswith("pref-"), "oracle", "")
+    table = source_table(pd.concat([records, noisy], ignore_index=True))
+    pooled = table[table["task"] == ALL_TASKS]
+    assert "learned (500)" in set(pooled["column"])
+    assert "learned (500, stochastic)" not in set(pooled["column"])
+    assert "learned (500, stochastic)" in set(table["column"])

@@ -96,6 +96,8 @@ def dataset_reward_scale(data: Episodes) -> float:
     """
     returns = data.returns().astype(np.float64)
     spread = float(returns.max() - returns.min())
+    if not math.isfinite(spread):
+        raise ValueError(f"reward_scale='dataset' needs finite episode returns, got {spread}")
     return 1000.0 / spread if spread > 0 else 1.0
 
 
