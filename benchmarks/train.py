@@ -9,6 +9,7 @@ is due.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -151,6 +152,7 @@ def train(
         return migrate_summary(json.loads((run_dir / "summary.json").read_text()))
     record = to_plain(cfg)
     state_dir = resume_point(run_dir, record)
+    out_existed = run_dir.parent.exists()
     if state_dir is None:
         _fresh_folder(run_dir)
     logger = run_logger(run_dir)
@@ -170,6 +172,9 @@ def train(
             close_logger(logger)
             if state_dir is None:
                 shutil.rmtree(run_dir, ignore_errors=True)
+                if not out_existed:
+                    with contextlib.suppress(OSError):
+                        run_dir.parent.rmdir()  # the --out folder this run made, if empty
             raise
         recorder = RunRecorder(
             agent, make_evaluator(task, spec), run_dir, spec, logger, cfg.progress, on_progress

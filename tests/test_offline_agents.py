@@ -298,14 +298,15 @@ class _NullReporter:
 def test_bad_offline_input_exits_2(datasets, tmp_path, capsys, argv, message):
     from prefbench.benchmarks.cli import main
 
+    out = tmp_path / "runs"
     rc = main(
-        ["train", *argv, "--steps", "10", "--eval-episodes", "1", "--out", str(tmp_path)]
+        ["train", *argv, "--steps", "10", "--eval-episodes", "1", "--out", str(out)]
         + ["--no-progress"]
     )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and "\n" not in err, err
-    written = [p.name for p in tmp_path.iterdir()]
-    assert not written or message == "not finite", written  # a NaN loss comes mid-run
+    # Nothing written, not even the --out folder; a NaN loss comes mid-run.
+    assert not out.exists() or message == "not finite"
 
 
 def test_missing_builtin_dataset_names_the_command(datasets, tmp_path, capsys):
