@@ -461,6 +461,7 @@ class RewardModel:
         k = self.config.ensemble_size
         n, _, h = pairs.obs.shape[:3]
         chunk = self._pairs_per_chunk(pairs.obs.shape[2:])
+        steps_taken = None if pairs.absorbing is None else pairs.steps_taken
         out = []
         for s in range(0, n, chunk):
             # Chunk by chunk: compact frame stacks expand only one chunk at a time.
@@ -468,8 +469,8 @@ class RewardModel:
             a = self._flat_acts(pairs.acts[s : s + chunk], 3)
             a = a.reshape(o.shape[0], h, a.shape[-1])
             taken = None
-            if pairs.absorbing is not None:
-                t = torch.as_tensor(~pairs.absorbing[s : s + chunk], device=self.device).float()
+            if steps_taken is not None:
+                t = torch.as_tensor(steps_taken[s : s + chunk], device=self.device)
                 taken = t.reshape(1, -1, h).expand(k, -1, -1)
             r = self.net.clip_returns(
                 o.unsqueeze(0).expand(k, *o.shape), a.unsqueeze(0).expand(k, *a.shape), taken
